@@ -1,0 +1,87 @@
+"""`lbm train`: train a policy from a named config plus overrides, in this process (or under torchrun)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from lbm.cli.entry import ArgumentParser, run
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="lbm train", description="Train a language-conditioned diffusion policy.")
+    p.add_argument(
+        "--config-file", required=True, help="config name, e.g. train_diffusion_unet_resnet_lang_tiny"
+    )
+    p.add_argument("--config-dir", help="a directory of your own configs, searched after the package's")
+    p.add_argument(
+        "--output-dir",
+        help="where checkpoints, metrics and config.yaml go "
+        "(default: $LBM_OUTPUT_DIR, else outputs/<date>/<time>-<config>)",
+    )
+    p.add_argument(
+        "--artifact-uri",
+        default=os.environ.get("LBM_ARTIFACT_URI"),
+        help="also copy checkpoints, metrics and config.yaml here while training (file:// or s3://)",
+    )
+    p.add_argument(
+        "--nproc-per-node", type=int, default=1, help="processes (GPUs) on this machine; >1 runs DDP"
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="Hydra overrides: a.b=1, +a.c=2, ~a.d, policy.down_dims=[64,128]"
+    )
+    return p
+
+
+def default_output_dir(config_name: str) -> Path:
+    if os.environ.get("LBM_OUTPUT_DIR"):
+        return Path(os.environ["LBM_OUTPUT_DIR"])
+    return Path("outputs") / time.strftime("%Y-%m-%d") / f"{time.strftime('%H-%M-%S')}-{config_name}"
+
+
+def torchrun_argv(args, output_dir: Path) -> list[str]:
+    """This command again under torchrun, one process per rank (multi-node through PET_* variables)."""
+    rendezvous = [] if ("PET_NNODES" in os.environ or "MASTER_ADDR" in os.environ) else ["--standalone"]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *rendezvous,
+        f"--nproc-per-node={args.nproc_per_node}",
+    ]
+    argv += ["-m", "lbm.cli.train", "--config-file", args.config_file, "--output-dir", str(output_dir)]
+    if args.config_dir:
+        argv += ["--config-dir", args.config_dir]
+    if args.artifact_uri:
+        argv += ["--artifact-uri", args.artifact_uri]
+    return argv + list(args.overrides)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.nproc_per_node < 1:
+        parser().error(f"--nproc-per-node must be at least 1, got {args.nproc_per_node}")
+    from lbm.train.compose import compose_config
+
+    cfg = compose_config(args.config_file, args.overrides, args.config_dir)
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.config_file)
+    if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        command = torchrun_argv(args, output_dir)
+        os.execv(command[0], command)
+    rank = int(os.environ.get("RANK", 0))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    from lbm.train.trainer import Trainer
+
+    return Trainer(cfg, output_dir, args.artifact_uri).run()
+
+
+if __name__ == "__main__":
+    sys.exit(run("lbm train", main))

@@ -1,0 +1,1 @@
+"""Artifact storage: URLs, the artifact tree, and verified transfers (fsspec)."""

@@ -1,0 +1,175 @@
+"""Compose a training config: a named Hydra config plus command-line overrides, validated.
+
+Torch-free: the launcher validates a job's config with it before anything is queued.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lbm.errors import LbmError
+
+CONFIG_PACKAGE = "lbm.train.config"
+
+# Values a user sets from flags and sweeps that must keep their type (e.g. a batch size stays a number).
+_NUMBER = (int, float)
+
+
+def data_dir() -> str:
+    """Where generated datasets live: $LBM_DATA_DIR, else the user's cache dir."""
+    if "LBM_DATA_DIR" in os.environ:
+        return os.environ["LBM_DATA_DIR"]
+    from platformdirs import user_cache_dir
+
+    return str(Path(user_cache_dir("lbm")) / "datasets")
+
+
+if not OmegaConf.has_resolver("lbm_data_dir"):
+    OmegaConf.register_new_resolver("lbm_data_dir", data_dir)
+
+
+def _names_in(directory: Path) -> set[str]:
+    return {p.stem for p in directory.glob("*.yaml")} if directory.is_dir() else set()
+
+
+def available_configs(config_dir: str | None = None) -> list[str]:
+    """Names of the training configs: the package's, then those in `config_dir`."""
+    package_dir = Path(str(resources.files(CONFIG_PACKAGE)))
+    names = _names_in(package_dir)
+    if config_dir is not None:
+        names |= _names_in(Path(config_dir))
+    return sorted(names)
+
+
+def _check_config_name(config_name: str, config_dir: str | None) -> bool:
+    """Whether the name is a package config (else it is in `config_dir`); unknown names are errors."""
+    if config_dir is not None and not Path(config_dir).is_dir():
+        raise LbmError(f"--config-dir {config_dir!r} is not a directory")
+    names = available_configs(config_dir)
+    if config_name not in names:
+        close = difflib.get_close_matches(config_name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise LbmError(f"unknown config {config_name!r}{hint} (available: {', '.join(names)})")
+    return config_name in available_configs(None)
+
+
+def _parse_overrides(overrides: Sequence[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([text]))
+        except OverrideParseException as error:
+            reason = str(error).splitlines()[0]
+            raise LbmError(
+                f"malformed override {text!r}: {reason} (expected key=value, +key=value or ~key)"
+            ) from None
+    return parsed
+
+
+def _compose(config_name: str, overrides: list[str], config_dir: str | None, in_package: bool) -> DictConfig:
+    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra.errors import HydraException
+
+    if config_dir is None:
+        context, search = initialize_config_module(CONFIG_PACKAGE, version_base=None), []
+    elif in_package:
+        context = initialize_config_module(CONFIG_PACKAGE, version_base=None)
+        search = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"]
+    else:
+        context = initialize_config_dir(str(Path(config_dir).resolve()), version_base=None)
+        search = [f"hydra.searchpath=[pkg://{CONFIG_PACKAGE}]"]
+    try:
+        with context:
+            return compose(config_name, overrides=search + overrides)
+    except HydraException as error:
+        first = str(error).strip().splitlines()[0]
+        if first.startswith("Could not override"):
+            key = first.split("'")[1]
+            raise LbmError(
+                f"config {config_name!r} has no key {key}: check the spelling, or use +{key}=VALUE to add it"
+            ) from None
+        raise LbmError(f"cannot compose config {config_name!r}: {first}") from None
+
+
+def _check_types(base: DictConfig, cfg: DictConfig, parsed: list) -> None:
+    """A value overridden on the command line keeps the kind of its default (number, bool, list, map)."""
+    for override in parsed:
+        if override.is_delete() or override.is_add():
+            continue
+        key = override.key_or_group
+        default = OmegaConf.select(base, key, throw_on_missing=False)
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if default is None or value is None or OmegaConf.is_missing(base, key):
+            continue
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(default, bool) == isinstance(value, bool)
+        elif isinstance(default, _NUMBER):
+            ok = isinstance(value, _NUMBER)
+        elif isinstance(default, DictConfig | dict):
+            ok = isinstance(value, DictConfig | dict)
+        else:
+            ok = True
+        if not ok:
+            kind = (
+                "a number"
+                if isinstance(default, _NUMBER) and not isinstance(default, bool)
+                else ("true or false" if isinstance(default, bool) else "a mapping")
+            )
+            raise LbmError(
+                f"override {key}={value!r} is not valid: {key} must be {kind} (default {default!r})"
+            )
+
+
+def _check_required(cfg: DictConfig) -> None:
+    from omegaconf import MissingMandatoryValue
+
+    for key in ("task.dataset_path",):
+        parent, _, leaf = key.rpartition(".")
+        if OmegaConf.is_missing(OmegaConf.select(cfg, parent), leaf):
+            raise LbmError(f"{key} is required by this config: pass {key}=<local path or URL of the dataset>")
+    try:
+        OmegaConf.resolve(cfg)
+    except MissingMandatoryValue as error:
+        raise LbmError(
+            f"missing required value: {error.full_key} (set it with {error.full_key}=VALUE)"
+        ) from None
+    except OmegaConfBaseException as error:
+        raise LbmError(f"cannot resolve config: {str(error).splitlines()[0]}") from None
+
+
+def compose_config(
+    config_name: str, overrides: Sequence[str] = (), config_dir: str | None = None
+) -> DictConfig:
+    """The fully resolved training config `config_name` with `overrides` applied.
+
+    Raises LbmError for an unknown config, a malformed override, an override of a key that does not exist
+    (without `+`), a value of the wrong kind (e.g. a non-numeric batch size) or a missing required value.
+    """
+    from lbm.train.legacy_targets import rewrite_legacy_targets
+
+    in_package = _check_config_name(config_name, config_dir)
+    overrides = list(overrides)
+    parsed = _parse_overrides(overrides)
+    base = _compose(config_name, [], config_dir, in_package)
+    cfg = _compose(config_name, overrides, config_dir, in_package)
+    _check_types(base, cfg, parsed)
+    _check_required(cfg)
+    rewrite_legacy_targets(cfg)
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The config as YAML text, as saved in `config.yaml`."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,1 @@
+"""Hydra training configs shipped with lbm (the diffusion_policy structure)."""
