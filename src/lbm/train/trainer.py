@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -63,6 +64,21 @@ class LossModule(torch.nn.Module):
         return self.policy.compute_loss(batch)
 
 
+def build(node: DictConfig) -> Any:
+    """`hydra.utils.instantiate`, letting a user error raised inside a constructor through as itself."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, _convert_="partial")
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, LbmError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,10 +109,10 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGTERM to the trainer, which stops at a step boundary."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def leave_process_group(worker_id: int) -> None:
+    """A DataLoader worker leaves the trainer's process group, so a stop signal sent to the job's group
+    reaches only the trainer, which stops at a step boundary; workers still end with the trainer."""
+    os.setpgrp()
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -167,9 +183,9 @@ class Trainer:
         self._last_saved: tuple[int, float | None] | None = None
 
         # Model first: a missing pretrained weight is a user error that must come before any data is made.
-        self.policy = instantiate(cfg.policy, _convert_="partial")
+        self.policy = build(cfg.policy)
         prepare_dataset(cfg.task, self.dist)
-        self.dataset = instantiate(cfg.task.dataset, _convert_="partial")
+        self.dataset = build(cfg.task.dataset)
         self.val_dataset = self.dataset.get_validation_dataset()
         self.policy.set_normalizer(self.dataset.normalizer_stats())
         self.policy.to(self.device)
@@ -237,7 +253,7 @@ class Trainer:
         )
         common = {
             "pin_memory": d.pin_memory and self.device.type == "cuda",
-            "worker_init_fn": ignore_stop_signals,
+            "worker_init_fn": leave_process_group,
         }
         train_loader = DataLoader(
             self.dataset,
@@ -517,12 +533,13 @@ class Trainer:
     def _log(self, metrics: MetricsLog, record: dict[str, Any]) -> None:
         metrics.log(record)
         done = self.progress.step / self.total_steps
+        epochs = self.training.num_epochs
         rate = record.get("samples_per_s") or 0.0
         steps_left = self.total_steps - self.progress.step
         batch = self.cfg.dataloader.batch_size * self.accumulate * self.dist.world_size
         eta = steps_left * batch / rate if rate else math.nan
         print(
-            f"[progress] epoch {self.progress.epoch + 1}/{self.training.num_epochs} "
+            f"[progress] epoch {min(self.progress.epoch + 1, epochs)}/{epochs} "
             f"step {self.progress.step}/{self.total_steps} ({done:.0%}) eta {_duration(eta)}",
             flush=True,
         )

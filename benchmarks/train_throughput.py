@@ -1,0 +1,171 @@
+"""Training throughput of the real loop against the compute limit, checkpoint overhead, and memory.
+
+For one model size it measures, side by side in one run:
+- samples/s of the real training loop (data loading, logging, the lr schedule, EMA: everything);
+- samples/s of the same model and batch on tensors already in memory (the compute limit), and the ratio;
+- step time with a checkpoint every 50 steps over step time without;
+- peak RSS of a training process (with its loader workers) on the synthetic dataset and on one four times
+  larger.
+
+    python benchmarks/train_throughput.py --size tiny
+    python benchmarks/train_throughput.py --size reference-small   # diffusion_policy's sizes, UNet [64,128,256]
+    python benchmarks/train_throughput.py --size reference-large   # UNet [256,512,1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+SIZES = {
+    "tiny": [],
+    # The public diffusion_policy reference: ResNet-18 on one 96x96 camera cropped to 84, horizon 16,
+    # 2 observation steps, batch 64.
+    "reference-small": [
+        "task.synthesize.image_size=96",
+        "task.shape_meta.obs.image.shape=[3,96,96]",
+        "policy.obs_encoder.crop_shape=[84,84]",
+        "policy.down_dims=[64,128,256]",
+        "policy.diffusion_step_embed_dim=128",
+        "policy.noise_scheduler.num_train_timesteps=100",
+        "dataloader.batch_size=64",
+    ],
+}
+SIZES["reference-large"] = [o for o in SIZES["reference-small"] if "down_dims" not in o] + [
+    "policy.down_dims=[256,512,1024]"
+]
+TINY = "train_diffusion_unet_resnet_lang_tiny"
+
+
+def overrides_for(size: str, data_dir: Path, scale: int = 1) -> list[str]:
+    return [
+        *SIZES[size],
+        f"task.dataset_path={data_dir}/{size}-x{scale}.zarr",
+        f"task.synthesize.episodes_per_task={12 * scale}",
+        "training.val_every=1000",
+        "training.sample_every=0",
+        "logging.mode=disabled",
+    ]
+
+
+def measure_loop(cfg_overrides: list[str], steps: int, checkpoint_every: int, out: Path) -> dict:
+    """Run the real loop for `steps` steps; median step time from its metrics records."""
+    from lbm.train.compose import compose_config
+    from lbm.train.metrics import read_metrics
+    from lbm.train.trainer import Trainer
+
+    log_every = 5
+    cfg = compose_config(
+        TINY,
+        [
+            *cfg_overrides,
+            f"training.max_train_steps={steps}",
+            "training.num_epochs=1000",
+            f"training.log_every={log_every}",
+            f"checkpoint.every_n_steps={checkpoint_every}",
+        ],
+    )
+    trainer = Trainer(cfg, out)
+    batch = cfg.dataloader.batch_size
+    trainer.run()
+    records = read_metrics(out / "metrics.jsonl")[2:]  # the first windows include worker start-up
+    rates = [r["samples_per_s"] for r in records]
+    return {
+        "samples_per_s": statistics.median(rates),
+        "step_s": batch / statistics.median(rates),
+        "data_wait_frac": statistics.median(r["data_wait_frac"] for r in records),
+    }
+
+
+def measure_compute_limit(cfg_overrides: list[str], steps: int, out: Path) -> dict:
+    """The same model, optimizer and batch, the batch already in memory: no data loading at all."""
+    from lbm.train.compose import compose_config
+    from lbm.train.trainer import Trainer, to_device
+
+    cfg = compose_config(TINY, [*cfg_overrides, "dataloader.num_workers=0"])
+    trainer = Trainer(cfg, out)
+    batch = to_device(next(iter(trainer.train_loader)), trainer.device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        trainer.micro_step(batch, last_of_step=True)
+        trainer.optimizer_step()
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times[2:])
+    return {"samples_per_s": cfg.dataloader.batch_size / step_s, "step_s": step_s}
+
+
+def peak_rss_mb(cfg_overrides: list[str], steps: int, out: Path) -> float:
+    """Peak resident memory of an `lbm train` process and its loader workers, sampled every 50 ms."""
+    command = [
+        sys.executable, "-m", "lbm.cli.train", "--config-file", TINY, "--output-dir", str(out),
+        *cfg_overrides, f"training.max_train_steps={steps}", "training.num_epochs=1000",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    parent, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        try:
+            tree = [parent, *parent.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    if process.returncode != 0:
+        raise SystemExit(f"training for the memory measurement failed with {process.returncode}")
+    return peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per loop measurement")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference used 2)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["LBM_DATA_DIR"] = str(tmp / "data")
+        base = overrides_for(args.size, tmp / "data")
+        big = overrides_for(args.size, tmp / "data", scale=4)
+        # Make both datasets first so that generating them is not measured.
+        from lbm.train.compose import compose_config
+        from lbm.train.distributed import Distributed
+        from lbm.train.trainer import prepare_dataset
+
+        for overrides in (base, big):
+            prepare_dataset(compose_config(TINY, overrides).task, Distributed())
+        compute = measure_compute_limit(base, max(10, args.steps // 4), tmp / "compute")
+        loop = measure_loop(base, args.steps, checkpoint_every=10**9, out=tmp / "loop")
+        with_ckpt = measure_loop(base, args.steps, checkpoint_every=50, out=tmp / "loop-ckpt")
+        rss_small = peak_rss_mb(base, 40, tmp / "rss-x1")
+        rss_big = peak_rss_mb(big, 40, tmp / "rss-x4")
+    result = {
+        "size": args.size,
+        "threads": args.threads,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "loop_samples_per_s": round(loop["samples_per_s"], 2),
+        "compute_limit_samples_per_s": round(compute["samples_per_s"], 2),
+        "loop_over_compute": round(loop["samples_per_s"] / compute["samples_per_s"], 3),
+        "data_wait_frac": round(loop["data_wait_frac"], 4),
+        "step_s_checkpoint_every_50": round(with_ckpt["step_s"], 4),
+        "step_s_no_checkpoint": round(loop["step_s"], 4),
+        "checkpoint_step_time_ratio": round(with_ckpt["step_s"] / loop["step_s"], 3),
+        "peak_rss_mb_dataset_x1": round(rss_small),
+        "peak_rss_mb_dataset_x4": round(rss_big),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""`batchy`: look at job queues (the seed's AWS Batch queue tool, on any backend).
+
+Starts fast: nothing here imports torch, Hydra or OmegaConf.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from lbm.cli.entry import ArgumentParser, run
+from lbm.cli.sagey import NOT_TERMINAL, TERMINAL, add_site_options, region_from, stop_and_report
+from lbm.cli.tables import clock, duration, job_record, print_json, print_table, runtime, sparkline
+from lbm.errors import LbmError
+from lbm.jobs.model import JobState
+from lbm.queue_nicknames import add_nickname, nicknames_for, resolve_queue
+
+if TYPE_CHECKING:
+    from lbm.jobs.backend import Backend
+    from lbm.jobs.model import Job
+    from lbm.site import Region
+
+METRICS_FILE = "metrics.jsonl"
+CURVE_WIDTH = 60
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="batchy", description="Look at job queues: jobs, completed jobs, metrics, nicknames."
+    )
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
+    list_queues = commands.add_parser("list-queues", help="the region's queues")
+    ls = commands.add_parser("ls", help="running and in-queue jobs of a queue")
+    ls.add_argument("queue", help="queue name or nickname")
+    completed = commands.add_parser("completed-jobs", help="finished jobs of a queue, newest first")
+    completed.add_argument("queue", help="queue name or nickname")
+    completed.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    cancel = commands.add_parser("cancel", aliases=["cancel-job"], help="remove a waiting job from its queue")
+    cancel.add_argument("queue", help="queue name or nickname")
+    cancel.add_argument("job")
+    cancel.add_argument("--force", action="store_true", help="cancel another user's (or a main) job")
+    metrics = commands.add_parser("model-metrics", help="a job's losses and loss curve")
+    metrics.add_argument("queue", help="queue name or nickname")
+    metrics.add_argument("job")
+    nickname = commands.add_parser(
+        "add-nickname", aliases=["add-queue"], help="save a short name for a queue"
+    )
+    nickname.add_argument("nickname")
+    nickname.add_argument("queue", help="queue name")
+    for sub in (list_queues, ls, completed, metrics):
+        sub.add_argument("--json", action="store_true", help="print JSON")
+    for sub in (list_queues, ls, completed, cancel, metrics, nickname):
+        add_site_options(sub)
+    return p
+
+
+def command(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    region = region_from(args)
+    if args.command == "list-queues":
+        return list_queues(region, args.json)
+    if args.command in ("add-nickname", "add-queue"):
+        path = add_nickname(region, args.nickname, args.queue)
+        print(f"{args.nickname} -> {resolve_queue(region, args.nickname).name} (saved in {path})")
+        return 0
+    queue = resolve_queue(region, args.queue).name
+    from lbm.jobs.registry import backend_for
+
+    backend = backend_for(region)
+    if args.command == "ls":
+        return list_active(backend, queue, args.json)
+    if args.command == "completed-jobs":
+        return list_completed(backend, queue, args.limit, args.json)
+    if args.command in ("cancel", "cancel-job"):
+        return cancel_job(backend, queue, args.job, args.force)
+    return model_metrics(job_in_queue(backend, queue, args.job), args.json)
+
+
+def job_in_queue(backend: Backend, queue: str, name: str) -> Job:
+    job = backend.describe(name)
+    if job.queue != queue:
+        raise LbmError(f"job {name} is in queue {job.queue}, not {queue}")
+    return job
+
+
+def list_queues(region: Region, as_json: bool) -> int:
+    nicknames: dict[str, list[str]] = {}
+    for nickname, queue in nicknames_for(region).items():
+        nicknames.setdefault(queue, []).append(nickname)
+    records = [
+        {
+            "name": q.name,
+            "instance_type": q.instance_type,
+            "capacity": q.capacity,
+            "team": q.team,
+            "share_decay_seconds": q.share_decay_seconds,
+            "compute_reservation": q.compute_reservation,
+            "weight_factors": q.weight_factors,
+            "nicknames": nicknames.get(q.name, []),
+        }
+        for q in region.queues
+    ]
+    if as_json:
+        print_json(records)
+        return 0
+    rows = [
+        (
+            r["name"],
+            r["instance_type"],
+            r["capacity"],
+            r["team"] or "shared",
+            duration(r["share_decay_seconds"]),
+            f"{r['compute_reservation']:g}%",
+            ", ".join(f"{k}={v:g}" for k, v in r["weight_factors"].items()),
+            ", ".join(r["nicknames"]),
+        )
+        for r in records
+    ]
+    columns = ("NAME", "INSTANCE TYPE", "CAPACITY", "TEAM", "SHARE DECAY", "RESERVED", "WEIGHTS", "NICKNAMES")
+    print_table(columns, rows, title=f"queues in region {region.name}")
+    return 0
+
+
+def list_active(backend: Backend, queue: str, as_json: bool) -> int:
+    """Running jobs first, then waiting ones in the order they were queued."""
+    jobs = backend.list(queue=queue, states=NOT_TERMINAL)
+    jobs.sort(key=lambda job: (job.state.is_queued, job.created_at))
+    if as_json:
+        print_json([job_record(job) for job in jobs])
+        return 0
+    now = time.time()
+    rows = [
+        (
+            job.name,
+            job.state.value,
+            job.owner,
+            job.spec.share_identifier,
+            job.spec.priority,
+            clock(job.created_at),
+            duration(now - job.created_at if job.started_at is None else None),
+            duration(runtime(job, now)),
+        )
+        for job in jobs
+    ]
+    columns = ("JOB", "STATE", "OWNER", "SHARE", "PRIORITY", "SUBMITTED", "WAITING", "RUNTIME")
+    print_table(
+        columns,
+        rows,
+        title=f"{queue}: {sum(not j.state.is_queued for j in jobs)} running, "
+        f"{sum(j.state.is_queued for j in jobs)} in queue",
+    )
+    return 0
+
+
+def list_completed(backend: Backend, queue: str, limit: int, as_json: bool) -> int:
+    jobs = backend.list(queue=queue, states=TERMINAL, limit=max(0, limit))
+    if as_json:
+        print_json([job_record(job) for job in jobs])
+        return 0
+    rows = [
+        (
+            job.name,
+            job.state.value,
+            job.owner,
+            clock(job.stopped_at),
+            duration(runtime(job)),
+            job.status_reason,
+        )
+        for job in jobs
+    ]
+    print_table(
+        ("JOB", "STATE", "OWNER", "ENDED", "RUNTIME", "REASON"), rows, title=f"{queue}: completed jobs"
+    )
+    return 0
+
+
+def cancel_job(backend: Backend, queue: str, name: str, force: bool) -> int:
+    """Remove a job that waits in the queue (or is starting); a running job is stopped with `sagey stop`."""
+    from lbm.jobs.model import StatusReason
+    from lbm.launch.owner import check_may_stop
+
+    job = job_in_queue(backend, queue, name)
+    if job.state.is_terminal:
+        raise LbmError(f"job {name} has already ended ({job.state.value}); there is nothing to cancel")
+    if not (job.state.is_queued or job.state is JobState.STARTING):
+        raise LbmError(
+            f"job {name} is {job.state.value}, not waiting in the queue: stop it with `sagey stop {name}`"
+        )
+    check_may_stop(name, job.owner, force)
+    reason = StatusReason.CANCELLED_IN_QUEUE if job.state.is_queued else StatusReason.STOPPED_BY_USER
+    return stop_and_report(backend, job, reason)
+
+
+def read_metrics(url: str) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl at any fsspec URL; a torn last line is skipped."""
+    import json
+
+    import fsspec
+
+    try:
+        with fsspec.open(url, "r") as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        raise LbmError(f"no metrics at {url} yet: the job has not logged a step") from None
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Final and best train_loss / val_loss (with their step and epoch), and one-line loss curves."""
+    summary: dict[str, Any] = {"records": len(records), "final": {}, "best": {}, "curve": {}}
+    if records:
+        last = records[-1]
+        summary["final"] = {"step": last.get("step"), "epoch": last.get("epoch")}
+    for key in ("train_loss", "val_loss"):
+        points = [r for r in records if isinstance(r.get(key), int | float)]
+        if not points:
+            continue
+        final, best = points[-1], min(points, key=lambda r: r[key])
+        summary["final"][key] = final[key]
+        summary["best"][key] = {"value": best[key], "step": best.get("step"), "epoch": best.get("epoch")}
+        values = [r[key] for r in points]
+        summary["curve"][key] = {
+            "line": sparkline(values, CURVE_WIDTH),
+            "first": values[0],
+            "low": min(values),
+            "high": max(values),
+        }
+    return summary
+
+
+def model_metrics(job: Job, as_json: bool) -> int:
+    url = f"{job.artifact_uri.rstrip('/')}/{METRICS_FILE}"
+    summary = {"job": job.name, "state": job.state.value, "metrics_uri": url, **summarize(read_metrics(url))}
+    if as_json:
+        print_json(summary)
+        return 0
+    final, best = summary["final"], summary["best"]
+    print(f"job:     {job.name} ({job.state.value})")
+    print(f"metrics: {url} ({summary['records']} steps logged)")
+    print(f"final:   step {final.get('step', '-')}, epoch {final.get('epoch', '-')}")
+    rows = [
+        (key, _number(final.get(key)), _number(best[key]["value"]), best[key]["step"], best[key]["epoch"])
+        for key in ("train_loss", "val_loss")
+        if key in best
+    ]
+    print_table(("METRIC", "FINAL", "BEST", "BEST STEP", "BEST EPOCH"), rows)
+    for key, curve in summary["curve"].items():
+        print(
+            f"{key:<11} {curve['line']}  {curve['first']:.4g} -> {final[key]:.4g} "
+            f"(range {curve['low']:.4g} to {curve['high']:.4g})"
+        )
+    return 0
+
+
+def _number(value: float | None) -> str | None:
+    return None if value is None else f"{value:.6g}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("batchy", command, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""`lbm launch`: submit a training job to a queue and watch it reach RUNNING (or follow it to the end)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from lbm.cli.entry import ArgumentParser
+from lbm.jobs.model import Job, JobState
+
+if TYPE_CHECKING:
+    from lbm.jobs.backend import Backend
+    from lbm.launch.submission import Submission
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="lbm launch",
+        description="Submit a training job. A --launcher-file sets a kind of run; flags win.",
+    )
+    p.add_argument("--launcher-file", help="YAML with launch settings (config_file, instance_type, ...)")
+    p.add_argument(
+        "--config-file", help="training config name (default: train_diffusion_unet_clip_lang_stage_base)"
+    )
+    p.add_argument("--config-dir", help="a directory of your own training configs")
+    p.add_argument(
+        "--config-overrides",
+        help='comma-separated Hydra overrides, e.g. "training.val_every=5,policy.down_dims=[64,128,256]"',
+    )
+    p.add_argument("--num-epochs", type=int, help="training.num_epochs")
+    p.add_argument("--batch-size", type=int, help="dataloader.batch_size")
+    p.add_argument("--task-name", help="train on this one task (single-task training)")
+    p.add_argument("--image-uri", help="the image to run (default: the region's main image)")
+    p.add_argument("--instance-type", help="instance type or alias (e.g. p4d, p4de, p5, cpu)")
+    p.add_argument("--instance-count", type=int, help="machines for the job (multi-machine backends only)")
+    p.add_argument("--nproc-per-node", type=int, help="training processes (GPUs) per machine")
+    p.add_argument("--region", help="the site region (default: $AWS_DEFAULT_REGION or the site's default)")
+    p.add_argument("--queue", help="queue name or nickname (default: chosen by instance type and team)")
+    p.add_argument("--team", help="team with its own prototyping queue (mvdp, vla, dp, das)")
+    p.add_argument("--priority", type=int, help="0-9999, higher runs first within a share")
+    p.add_argument("--max-days", type=float, help="stop the job after this many days")
+    p.add_argument("--retries", type=int, help="attempts after a failed one (resume from checkpoints)")
+    p.add_argument("--profile", help="AWS profile (sets AWS_PROFILE)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-wait", action="store_true", help="return once the job is queued")
+    mode.add_argument("--follow", action="store_true", help="stream the job's log until it ends")
+    mode.add_argument("--dry-run", action="store_true", help="print the submission and queue nothing")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.profile:
+        os.environ["AWS_PROFILE"] = args.profile
+    from lbm.launch.overrides import split_overrides
+    from lbm.launch.spec import SETTINGS, launch_spec, read_launcher_file
+    from lbm.launch.submission import check_bucket, plan, submit
+    from lbm.site import load_site
+
+    file_settings = read_launcher_file(args.launcher_file) if args.launcher_file else {}
+    flags = {name: getattr(args, name) for name in SETTINGS if name != "config_overrides"}
+    flags["config_overrides"] = split_overrides(args.config_overrides) if args.config_overrides else None
+    submission = plan(launch_spec(file_settings, flags), load_site())
+    if args.dry_run:
+        return print_dry_run(submission)
+    for note in submission.notes:
+        print(f"note: {note}", flush=True)
+
+    from lbm.jobs.registry import backend_for
+    from lbm.secrets import wandb_api_key
+
+    backend = backend_for(submission.region)
+    check_bucket(submission.region)
+    key = wandb_api_key()
+    job = submit(submission, backend, secrets={"WANDB_API_KEY": key} if key else {})
+    print(f"job:       {job.name}")
+    print(f"queue:     {job.queue} ({job.spec.instance_type}, region {submission.region.name})")
+    print(f"artifacts: {job.artifact_uri}", flush=True)
+    print_state(job)
+    if args.no_wait:
+        return 0
+    try:
+        return wait_and_report(backend, job, args.follow)
+    except KeyboardInterrupt:
+        print(f"\njob {job.name} goes on; stop it with: sagey stop {job.name}", file=sys.stderr)
+        return 130
+
+
+def wait_and_report(backend: Backend, job: Job, follow: bool) -> int:
+    """Watch the job to RUNNING (0) or FAILED (1); with `follow`, stream its log to the end (SUCCEEDED: 0)."""
+    job = watch(backend, job, until=frozenset({JobState.RUNNING}))
+    if follow:
+        for line in backend.logs(job.name, from_head=True, follow=True):
+            print(line.rstrip("\n"), flush=True)
+        job = watch(backend, job, until=frozenset())
+        print(f"artifacts: {job.artifact_uri}")
+    elif job.state is JobState.RUNNING:
+        print(f"follow its log with: sagey logs {job.name}")
+    return 1 if job.state is JobState.FAILED else 0
+
+
+def print_state(job: Job) -> None:
+    reason = f" - {job.status_reason}" if job.status_reason and job.state is JobState.FAILED else ""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {job.state.value}{reason}", flush=True)
+
+
+def watch(backend: Backend, job: Job, until: frozenset[JobState]) -> Job:
+    """Poll the job (whose state `job` was last printed) and print each new state, until it reaches one
+    of `until` or ends; the job then."""
+    interval = 0.02
+    while True:
+        seen = backend.describe(job.name)
+        if seen.state is not job.state:
+            print_state(seen)
+            interval = 0.02
+        job = seen
+        if job.state in until or job.state.is_terminal:
+            return job
+        time.sleep(interval)
+        interval = min(1.0, interval * 1.2)
+
+
+def print_dry_run(submission: Submission) -> int:
+    """The JobSpec that would be submitted, as YAML (config included; secrets are never part of it)."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    import yaml
+
+    from lbm.launch.names import job_name
+
+    name = job_name(submission.owner, datetime.now(UTC), submission.launch.task_name)
+    spec = dataclasses.asdict(submission.job_spec(name))
+    spec["command"] = list(spec["command"])
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    print("# dry run: nothing was queued; the job would get WANDB_API_KEY from your environment or ~/.netrc")
+    for note in submission.notes:
+        print(f"# note: {note}")
+    sys.stdout.write(yaml.dump(spec, Dumper=Dumper, sort_keys=False, width=1000))
+    return 0

@@ -1,0 +1,239 @@
+"""`LocalBackend`: the Backend protocol on this machine, over the SQLite store and the scheduler agent.
+
+Submitting, stopping and following logs start the agent when none runs; listing and describing start it only
+when some job still waits or runs (so a job is never left unattended after a reboot).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+from lbm.errors import LbmError
+from lbm.jobs.local import daemon, wakeup
+from lbm.jobs.local.home import LocalHome
+from lbm.jobs.local.store import JobStore
+from lbm.jobs.model import Job, JobSpec, JobState, Queue, QueueUsage, StatusReason
+from lbm.secrets import SECRET_ENV_NAMES
+from lbm.site import Region
+
+TAIL_LINES = 100
+FOLLOW_POLL_S = 0.25
+
+
+class LocalBackend:
+    """Jobs of `region` (a region whose backend is `local`) kept under `home` ($LBM_HOME)."""
+
+    def __init__(self, home: Path, region: Region):
+        self.home = LocalHome(Path(home))
+        self.region = region
+        self._store: JobStore | None = None
+        self._region_saved = False
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            self._store = JobStore(self.home.db)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # --- queueing ------------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, secrets: Mapping[str, str]) -> Job:
+        """Queue a job; `secrets` go to the agent's memory and the job's environment, never to the store."""
+        queue = self.region.queue(spec.queue)
+        if spec.instance_count != 1:
+            raise LbmError(
+                f"the local backend runs a job on one machine, not {spec.instance_count} instances; "
+                "use a region whose backend is sagemaker for multi-node training"
+            )
+        leaked = sorted(set(spec.env) & {*SECRET_ENV_NAMES, *secrets})
+        if leaked:
+            raise LbmError(f"JobSpec.env must not hold secrets ({', '.join(leaked)}); pass them as `secrets`")
+        gpus = queue.instance_type in self.region.devices
+        slots = max(1, spec.nproc_per_node) if gpus else 1
+        if gpus and slots > queue.capacity:
+            raise LbmError(
+                f"job needs {slots} GPUs but queue {queue.name} has only {queue.capacity}; "
+                f"lower --nproc-per-node to at most {queue.capacity}"
+            )
+        if not self._region_saved:
+            self.store.save_region(self.region.name, self.region.to_dict())
+            self._region_saved = True
+        handoff = uuid.uuid4().hex if secrets else None
+        if handoff is None or not wakeup.hand_over(self.home.wake_fifo, spec.name, handoff, secrets):
+            daemon.ensure_agent(self.home, secrets)
+        job = self.store.insert(spec, slots, handoff)
+        daemon.ensure_agent(self.home, secrets)
+        return job
+
+    def stop(self, name: str, *, reason: str = StatusReason.STOPPED_BY_USER) -> Job:
+        """Cancel a queued job (FAILED "cancelled in queue") or stop a running one (FAILED `reason`).
+
+        A running job is signalled at once (SIGTERM to its process group) and turns FAILED when its processes
+        are gone (SIGKILL after a grace period); the job is returned as it is now.
+        """
+        job = self.store.job(name)
+        if job.state.is_terminal:
+            raise LbmError(f"job {name} has already ended ({job.state.value}); there is nothing to stop")
+        if job.state.is_queued and self.store.cancel_queued(name, StatusReason.CANCELLED_IN_QUEUE):
+            daemon.ensure_agent(self.home)
+            return self.store.job(name)
+        if self.store.request_stop(name, reason):
+            from lbm.jobs.local.processes import signal_attempt
+
+            for attempt in self.store.active_attempts(name):
+                signal_attempt(attempt.pid, attempt.pid_started_at, signal.SIGTERM)
+        daemon.ensure_agent(self.home)
+        return self.store.job(name)
+
+    # --- looking -------------------------------------------------------------------------------------------
+
+    def describe(self, name: str) -> Job:
+        job = self.store.job(name)
+        self._watch([job])
+        return job
+
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[JobState] | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        jobs = self.store.jobs(queue=queue, states=states, owner=owner, limit=limit)
+        self._watch(jobs)
+        return jobs
+
+    def usage(self) -> list[QueueUsage]:
+        counts = self.store.counts()
+        return [
+            QueueUsage(q.name, q.instance_type, *counts.get(q.name, (0, 0)), capacity=q.capacity)
+            for q in self.region.queues
+        ]
+
+    def queues(self) -> list[Queue]:
+        return list(self.region.queues)
+
+    def logs(self, name: str, *, from_head: bool = False, follow: bool = False) -> Iterator[str]:
+        """Lines (without their newline) of the job's attempt logs, oldest attempt first.
+
+        The last TAIL_LINES lines, or all with `from_head`; with `follow`, keep yielding new lines (and the
+        next attempt's) until the job has ended and everything is read.
+        """
+        job = self.store.job(name)
+        if follow and not job.state.is_terminal:
+            daemon.ensure_agent(self.home)
+        paths = self._log_paths(job)
+        offset = 0
+        if from_head:
+            for path in paths[:-1]:
+                yield from _read_lines(path)
+        else:
+            lines, offset = _tail(paths, TAIL_LINES)
+            yield from lines
+        if not follow:
+            if from_head and paths:
+                yield from _read_lines(paths[-1])
+            return
+        current = paths[-1] if paths else None
+        pending = b""
+        while True:
+            job = self.store.job(name)
+            paths = self._log_paths(job)
+            if current is None and paths:
+                current, offset = paths[0], 0
+            if current is not None:
+                chunk = _read_from(current, offset)
+                offset += len(chunk)
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace")
+                later = paths[paths.index(current) + 1 :] if current in paths else []
+                if later and not chunk:
+                    if pending:
+                        yield pending.decode(errors="replace")
+                        pending = b""
+                    current, offset = later[0], 0
+                    continue
+                if chunk:
+                    continue
+            if job.state.is_terminal:
+                if pending:
+                    yield pending.decode(errors="replace")
+                return
+            time.sleep(FOLLOW_POLL_S)
+
+    def _log_paths(self, job: Job) -> list[Path]:
+        return [Path(a.log_uri) for a in job.attempts if a.log_uri]
+
+    def _watch(self, jobs: list[Job]) -> None:
+        """Start the agent if some of these jobs wait or run and no agent looks after them."""
+        if any(not j.state.is_terminal for j in jobs) and not daemon.agent_running(self.home):
+            daemon.start_agent(self.home)
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            return file.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _read_lines(path: Path) -> Iterator[str]:
+    try:
+        with open(path, "rb") as file:
+            for line in file:
+                yield line.rstrip(b"\n").decode(errors="replace")
+    except FileNotFoundError:
+        return
+
+
+def _tail(paths: list[Path], count: int) -> tuple[list[str], int]:
+    """The last `count` lines across the files, read backwards (large logs stay cheap), and the size of the
+    last file when it was read (where following it goes on from)."""
+    lines: deque[str] = deque()
+    end = 0
+    for position, path in enumerate(reversed(paths)):
+        found, size = _file_tail(path, count - len(lines))
+        end = size if position == 0 else end
+        for line in found:
+            lines.appendleft(line)
+        if len(lines) >= count:
+            break
+    return list(lines), end
+
+
+def _file_tail(path: Path, count: int) -> tuple[list[str], int]:
+    """The last `count` lines of one file, last line first, and the file's size when read."""
+    data = b""
+    end = 0
+    try:
+        with open(path, "rb") as file:
+            position = end = file.seek(0, 2)
+            while position > 0 and data.count(b"\n") <= count:
+                step = min(65536, position)
+                position -= step
+                file.seek(position)
+                data = file.read(step) + data
+    except FileNotFoundError:
+        return [], 0
+    if count <= 0:
+        return [], end
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if position > 0:
+        lines = lines[1:]
+    return [line.decode(errors="replace") for line in reversed(lines[-count:])], end

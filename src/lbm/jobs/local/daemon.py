@@ -1,0 +1,114 @@
+"""Finding, starting and stopping the one agent process of a $LBM_HOME (guarded by an flock on agent.lock)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+
+from lbm.jobs.local import wakeup
+from lbm.jobs.local.home import LocalHome
+
+
+def acquire_agent_lock(home: LocalHome, *, write_pid: bool = True) -> int | None:
+    """Take the agent lock (writing our pid in it); the held file descriptor, or None if an agent has it."""
+    home.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home.agent_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    if write_pid:
+        _write_pid(fd, os.getpid())
+    else:
+        os.ftruncate(fd, 0)  # a dead agent's pid must not be mistaken for the one starting
+    return fd
+
+
+def adopt_agent_lock(fd: int) -> int:
+    """Take over the agent lock a starter handed down as `fd`, writing our pid in it."""
+    os.set_inheritable(fd, False)
+    _write_pid(fd, os.getpid())
+    return fd
+
+
+def _write_pid(fd: int, pid: int) -> None:
+    """Replace the lock file's content with `pid` (never leaving it empty in between)."""
+    data = f"{pid}\n".encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+
+
+def agent_running(home: LocalHome) -> bool:
+    """Whether a process holds the agent lock of `home`."""
+    try:
+        fd = os.open(home.agent_lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def agent_pid(home: LocalHome) -> int | None:
+    """The pid of the running agent of `home`, or None when none runs."""
+    if not agent_running(home):
+        return None
+    try:
+        return int(home.agent_lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def start_agent(home: LocalHome, secrets: Mapping[str, str] | None = None) -> bool:
+    """Start `lbm agent --foreground` detached (own session, orphaned to init), logging to agent.log.
+
+    The agent lock is taken here and handed to the new process, so there is never a moment when a second
+    agent could start. False when an agent already runs. `secrets` join the agent's environment: it uses
+    them for jobs whose secrets it was not handed.
+    """
+    lock = acquire_agent_lock(home, write_pid=False)
+    if lock is None:
+        return False
+    try:
+        os.set_inheritable(lock, True)
+        env = {**os.environ, **(secrets or {}), "LBM_HOME": str(home.root)}
+        argv = [sys.executable, "-m", "lbm.cli.main", "agent", "--foreground", "--lock-fd", str(lock)]
+        # `sh` starts the agent in the background, prints its pid and exits: the agent is nobody's child here.
+        started = subprocess.run(
+            ["/bin/sh", "-c", 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!', "lbm-agent"]
+            + [str(home.agent_log), *argv],
+            env=env,
+            cwd=home.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+            pass_fds=(lock,),
+            check=True,
+        )
+        _write_pid(lock, int(started.stdout))
+    finally:
+        os.close(lock)
+    return True
+
+
+def ensure_agent(home: LocalHome, secrets: Mapping[str, str] | None = None) -> None:
+    """Wake the agent of `home`, starting one if none runs."""
+    if not wakeup.send(home.wake_fifo):
+        start_agent(home, secrets)
+
+
+def stop_agent(home: LocalHome) -> int | None:
+    """Ask the running agent to exit (SIGTERM; its attempts keep running); its pid, or None if none ran."""
+    pid = agent_pid(home)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+    return pid

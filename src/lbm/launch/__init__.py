@@ -1,0 +1,1 @@
+"""Turning `lbm launch` flags and launcher files into a validated job submission."""

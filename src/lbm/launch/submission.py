@@ -1,0 +1,164 @@
+"""From a LaunchSpec to a queued job: pick region, queue and owner, compose the config, name and submit.
+
+`plan` checks everything and writes nothing; `submit` names the job (a new name per try while a name is
+taken) and hands it to the backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lbm.errors import LbmError
+from lbm.jobs.backend import JobNameTaken
+from lbm.jobs.model import Job, JobSpec, Queue
+from lbm.launch.names import job_name, next_moment
+from lbm.launch.overrides import merge_overrides, quoted
+from lbm.launch.owner import job_owner
+from lbm.launch.spec import LaunchSpec
+from lbm.queue_nicknames import resolve_queue
+from lbm.storage.layout import artifact_uri, check_writable
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from lbm.jobs.backend import Backend
+    from lbm.site import Region, Site
+
+# Backends that run one job on several machines (`--instance-count` > 1).
+MULTI_NODE_BACKENDS = ("sagemaker",)
+MAX_NAME_TRIES = 1000
+
+
+@dataclass
+class Submission:
+    """A checked launch: where it goes, whose it is, and its composed training config."""
+
+    launch: LaunchSpec
+    region: Region
+    queue: Queue
+    owner: str
+    config: DictConfig
+    overrides: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def artifact_uri(self, name: str) -> str:
+        return artifact_uri(self.region, self.owner, name, self.launch.task_name)
+
+    def job_spec(self, name: str) -> JobSpec:
+        """The JobSpec for this submission under the job name `name`."""
+        from omegaconf import OmegaConf
+
+        from lbm.train.compose import to_yaml
+
+        config = self.config.copy()
+        logging_overrides = [f"{_add_if_missing(config, 'logging.name')}logging.name={quoted(name)}"]
+        OmegaConf.update(config, "logging.name", name, force_add=True)
+        if OmegaConf.select(config, "logging.group", default=None) is None:
+            logging_overrides.append(
+                f"{_add_if_missing(config, 'logging.group')}logging.group={quoted(name)}"
+            )
+            OmegaConf.update(config, "logging.group", name, force_add=True)
+        launch = self.launch
+        command = ["lbm", "train", "--config-file", launch.config_file]
+        if launch.config_dir:
+            command += ["--config-dir", launch.config_dir]
+        if launch.nproc_per_node > 1:
+            command += ["--nproc-per-node", str(launch.nproc_per_node)]
+        command += merge_overrides(self.overrides, logging_overrides)
+        return JobSpec(
+            name=name,
+            owner=self.owner,
+            queue=self.queue.name,
+            command=tuple(command),
+            artifact_uri=self.artifact_uri(name),
+            share_identifier=launch.team.lower() if launch.team else self.owner,
+            priority=launch.priority,
+            instance_type=self.queue.instance_type,
+            instance_count=launch.instance_count,
+            nproc_per_node=launch.nproc_per_node,
+            max_runtime_s=launch.max_runtime_s,
+            retries=launch.retries,
+            region=self.region.name,
+            image_uri=launch.image_uri or self.region.main_image,
+            task_name=launch.task_name,
+            team=launch.team.lower() if launch.team else None,
+            resolved_config=to_yaml(config),
+        )
+
+
+def _add_if_missing(config: DictConfig, key: str) -> str:
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(config, parent, default=None)
+    return "" if node is not None and leaf in node else "+"
+
+
+def plan(launch: LaunchSpec, site: Site) -> Submission:
+    """Check a launch against the site and compose its training config; raises LbmError, writes nothing."""
+    region = site.region(launch.region)
+    if launch.instance_count > 1 and region.backend not in MULTI_NODE_BACKENDS:
+        raise LbmError(
+            f"--instance-count {launch.instance_count} needs a multi-machine backend "
+            f"({', '.join(MULTI_NODE_BACKENDS)}); region {region.name} uses the {region.backend} backend "
+            "(one machine): use --instance-count 1 or another --region"
+        )
+    queue, notes = _choose_queue(launch, region)
+    owner = job_owner(launch.image_uri, region.main_image)
+    overrides = launch.flag_overrides()
+    config_dir = str(Path(launch.config_dir).absolute()) if launch.config_dir else None
+    from lbm.train.compose import compose_config
+
+    config = compose_config(launch.config_file, overrides, config_dir)
+    if config_dir != launch.config_dir:
+        launch = dataclasses.replace(launch, config_dir=config_dir)
+    return Submission(launch, region, queue, owner, config, overrides, notes)
+
+
+def _choose_queue(launch: LaunchSpec, region: Region) -> tuple[Queue, list[str]]:
+    if launch.queue is not None:
+        queue = resolve_queue(region, launch.queue)
+        if (
+            launch.instance_type is not None
+            and region.instance_type(launch.instance_type) != queue.instance_type
+        ):
+            raise LbmError(
+                f"queue {queue.name} serves {queue.instance_type}, not {launch.instance_type}: "
+                "drop --instance-type or pick another --queue"
+            )
+        return queue, []
+    instance_type = launch.instance_type or default_instance_type(region)
+    queue, note = region.queue_for(instance_type, launch.team)
+    return queue, [note] if note else []
+
+
+def default_instance_type(region: Region) -> str:
+    """This machine's first GPU type when it has GPUs (local backend), else the region's first type."""
+    return next(iter(region.devices), None) or region.instance_types()[0]
+
+
+def submit(
+    submission: Submission,
+    backend: Backend,
+    secrets: Mapping[str, str],
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Job:
+    """Queue the job under a fresh name, moving the name's timestamp on while a name is taken."""
+    moment = now()
+    for _ in range(MAX_NAME_TRIES):
+        name = job_name(submission.owner, moment, submission.launch.task_name)
+        try:
+            return backend.submit(submission.job_spec(name), secrets=secrets)
+        except JobNameTaken:
+            moment = next_moment(moment)
+    raise LbmError(f"no free job name after {MAX_NAME_TRIES} tries (last: {name})")
+
+
+def check_bucket(region: Region) -> None:
+    """LbmError when the region's artifact bucket (under its prefix) cannot be written."""
+    check_writable(f"{region.bucket.rstrip('/')}/{region.prefix}")

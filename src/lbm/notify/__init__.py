@@ -1,0 +1,1 @@
+"""Notifications when jobs change state (Slack incoming webhooks)."""

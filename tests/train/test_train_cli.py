@@ -1,0 +1,153 @@
+"""`lbm train` as a real process: training, kill -9 and resume, corrupt checkpoints, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = "train_diffusion_unet_resnet_lang_tiny"
+# A shorter run of the tiny config for the tests that are about mechanics, not learning.
+QUICK = [
+    "task.synthesize.episodes_per_task=4",
+    "dataloader.batch_size=16",
+    "val_dataloader.batch_size=32",
+    "training.log_every=2",
+    "checkpoint.every_n_steps=4",
+]
+
+
+def lbm_train(out: Path, *overrides: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lbm.cli.train", "--config-file", TINY, "--output-dir", str(out), *overrides]
+    return subprocess.Popen(command, env=env, text=True, **popen)
+
+
+def run_to_end(out: Path, *overrides: str, env: dict) -> subprocess.CompletedProcess:
+    process = lbm_train(out, *overrides, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoint_steps(out: Path) -> list[int]:
+    return sorted(int(p.stem.split("step_")[1]) for p in out.glob("epoch_*-step_*.ckpt"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    environment = dict(os.environ, LBM_DATA_DIR=str(tmp_path / "data"), OMP_NUM_THREADS="1")
+    environment.pop("LBM_OUTPUT_DIR", None)
+    environment.pop("LBM_ARTIFACT_URI", None)
+    return environment
+
+
+@pytest.mark.slow
+def test_tiny_config_trains_two_epochs_and_val_loss_falls(tmp_path, env):
+    out = tmp_path / "run"
+    result = run_to_end(out, env=env)
+    records = metrics(out)
+    val = [r["val_loss"] for r in records if "val_loss" in r]
+    assert len(val) == 2, records
+    assert val[-1] < val[0]
+    assert {r["epoch"] for r in records} >= {0, 1}
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[metrics] ")]
+    assert len(lines) == len(records)
+    assert (out / "config.yaml").exists()
+    assert checkpoint_steps(out), "no checkpoint written"
+    assert str(out) in result.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_kill_9_after_first_checkpoint_then_rerun_resumes(tmp_path, env):
+    out = tmp_path / "run"
+    process = lbm_train(out, *QUICK, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("epoch_*-step_*.ckpt.json")):
+        assert process.poll() is None, "training ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first_checkpoint = checkpoint_steps(out)[-1]
+
+    result = run_to_end(out, *QUICK, env=env)
+    resumed_line = next(line for line in result.stdout.splitlines() if line.startswith("resuming from"))
+    assert f"at step {first_checkpoint}" in resumed_line
+    steps = [r["step"] for r in metrics(out)]
+    assert len(steps) == len(set(steps)), steps
+    assert steps == sorted(steps)
+    assert max(steps) > first_checkpoint
+
+
+@pytest.mark.slow
+def test_corrupt_newest_checkpoint_is_skipped_for_the_previous(tmp_path, env):
+    out = tmp_path / "run"
+    run_to_end(out, *QUICK, "training.num_epochs=1", env=env)
+    steps = checkpoint_steps(out)
+    assert len(steps) >= 2
+    newest = next(out.glob(f"epoch_*-step_{steps[-1]}.ckpt"))
+    newest.write_bytes(newest.read_bytes()[:1000])
+
+    result = run_to_end(out, *QUICK, "training.num_epochs=2", env=env)
+    assert f"skipping checkpoint {newest.name}" in result.stdout
+    assert f"at step {steps[-2]}" in result.stdout
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_writes_one_set_of_outputs(tmp_path, env):
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "lbm.cli.train", "--config-file", TINY, "--output-dir", str(out),
+        "--nproc-per-node", "2", *QUICK, "training.num_epochs=1",
+    ]
+    result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = metrics(out)
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps))
+    assert result.stdout.count("[metrics] ") == len(records)
+    assert checkpoint_steps(out)
+    assert len(list(out.glob("config.yaml"))) == 1
+
+
+def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    out = tmp_path / "never"
+    command = [sys.executable, "-m", "lbm.cli.train", "--output-dir", str(out), *args]
+    result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    return result
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config-file", "train_diffusion_unet_resnet_lang_tin"], "did you mean"),
+        (["--config-file", TINY, "training.num_epochs=[2"], "malformed override"),
+        (["--config-file", TINY, "training.epochs=2"], "has no key training.epochs"),
+        (["--config-file", TINY, "dataloader.batch_size=sixty"], "must be a number"),
+        (["--config-file", TINY, "task.synthesize=null", "task.dataset_path=/nonexistent/data.zarr"], "zarr"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, env, args, message):
+    assert message in bad_input(tmp_path, env, *args).stderr
+
+
+def test_missing_pretrained_weights_name_what_is_missing(tmp_path, env):
+    env = dict(env, TORCH_HOME=str(tmp_path / "torch"), HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    result = bad_input(
+        tmp_path, env, "--config-file", TINY, "policy.obs_encoder.rgb_model.weights=IMAGENET1K_V1"
+    )
+    assert "resnet18" in result.stderr and str(tmp_path / "torch") in result.stderr
