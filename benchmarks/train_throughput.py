@@ -8,7 +8,7 @@ For one model size it measures, side by side in one run:
   larger.
 
     python benchmarks/train_throughput.py --size tiny
-    python benchmarks/train_throughput.py --size reference-small   # diffusion_policy's sizes, UNet [64,128,256]
+X
     python benchmarks/train_throughput.py --size reference-large   # UNet [256,512,1024]
 """
 
@@ -107,8 +107,16 @@ def measure_compute_limit(cfg_overrides: list[str], steps: int, out: Path) -> di
 def peak_rss_mb(cfg_overrides: list[str], steps: int, out: Path) -> float:
     """Peak resident memory of an `lbm train` process and its loader workers, sampled every 50 ms."""
     command = [
-        sys.executable, "-m", "lbm.cli.train", "--config-file", TINY, "--output-dir", str(out),
-        *cfg_overrides, f"training.max_train_steps={steps}", "training.num_epochs=1000",
+        sys.executable,
+        "-m",
+        "lbm.cli.train",
+        "--config-file",
+        TINY,
+        "--output-dir",
+        str(out),
+        *cfg_overrides,
+        f"training.max_train_steps={steps}",
+        "training.num_epochs=1000",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     parent, peak = psutil.Process(process.pid), 0
@@ -125,7 +133,9 @@ def peak_rss_mb(cfg_overrides: list[str], steps: int, out: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per loop measurement")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference used 2)")

@@ -24,7 +24,16 @@ QUICK = [
 
 
 def lbm_train(out: Path, *overrides: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "lbm.cli.train", "--config-file", TINY, "--output-dir", str(out), *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "lbm.cli.train",
+        "--config-file",
+        TINY,
+        "--output-dir",
+        str(out),
+        *overrides,
+    ]
     return subprocess.Popen(command, env=env, text=True, **popen)
 
 
@@ -107,8 +116,17 @@ def test_corrupt_newest_checkpoint_is_skipped_for_the_previous(tmp_path, env):
 def test_two_process_ddp_on_cpu_writes_one_set_of_outputs(tmp_path, env):
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "lbm.cli.train", "--config-file", TINY, "--output-dir", str(out),
-        "--nproc-per-node", "2", *QUICK, "training.num_epochs=1",
+        sys.executable,
+        "-m",
+        "lbm.cli.train",
+        "--config-file",
+        TINY,
+        "--output-dir",
+        str(out),
+        "--nproc-per-node",
+        "2",
+        *QUICK,
+        "training.num_epochs=1",
     ]
     result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
