@@ -101,13 +101,14 @@ def test_kill_9_after_first_checkpoint_then_rerun_resumes(tmp_path, env):
 @pytest.mark.slow
 def test_corrupt_newest_checkpoint_is_skipped_for_the_previous(tmp_path, env):
     out = tmp_path / "run"
-    run_to_end(out, *QUICK, "training.num_epochs=1", env=env)
+    ranked = ["training.val_per_step=true", "training.val_every=4", "checkpoint.topk=10"]
+    run_to_end(out, *QUICK, *ranked, "training.num_epochs=1", env=env)
     steps = checkpoint_steps(out)
     assert len(steps) >= 2
     newest = next(out.glob(f"epoch_*-step_{steps[-1]}.ckpt"))
     newest.write_bytes(newest.read_bytes()[:1000])
 
-    result = run_to_end(out, *QUICK, "training.num_epochs=2", env=env)
+    result = run_to_end(out, *QUICK, *ranked, "training.num_epochs=2", env=env)
     assert f"skipping checkpoint {newest.name}" in result.stdout
     assert f"at step {steps[-2]}" in result.stdout
 

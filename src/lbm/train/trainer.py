@@ -483,7 +483,8 @@ class Trainer:
             self.sampler.set_epoch(p.epoch, skip=p.batches_in_epoch * batch_size)
             losses: list[float] = []
             batches = iter(self.train_loader)
-            while p.batches_in_epoch < batches_per_epoch and p.step < self.total_steps:
+            epoch_ended = False
+            while not epoch_ended and p.step < self.total_steps:
                 window.begin_wait()
                 batch = next(batches)
                 window.end_wait(batch_size * self.dist.world_size)
@@ -493,26 +494,24 @@ class Trainer:
                 if not last_of_step:
                     continue
                 self.optimizer_step()
-                record: dict[str, Any] = {}
-                if p.step % log_every == 0:
+                if p.batches_in_epoch >= batches_per_epoch:
+                    p.epoch, p.batches_in_epoch, epoch_ended = p.epoch + 1, 0, True
+                if self.training.val_per_step:
+                    validate = p.step % val_every == 0
+                else:
+                    validate = epoch_ended and p.epoch % val_every == 0
+                if validate or p.step % log_every == 0:
                     record = self._train_record(losses, window)
                     losses = []
-                if self.training.val_per_step and p.step % val_every == 0:
-                    record = {**(record or self._train_record(losses, window)), **self._validated()}
-                if record and metrics is not None:
-                    self._log(metrics, record)
+                    if validate:
+                        record.update(self._validated())
+                    if metrics is not None:
+                        self._log(metrics, record)
                 if self.dist.any(self._stop_requested):
                     self._save(keeper)
                     return True
                 if p.step % every_n_steps == 0:
                     self._save(keeper)
-            if p.batches_in_epoch >= batches_per_epoch:
-                p.epoch += 1
-                p.batches_in_epoch = 0
-                if not self.training.val_per_step and p.epoch % val_every == 0:
-                    record = {**self._train_record(losses, window), **self._validated()}
-                    if metrics is not None:
-                        self._log(metrics, record)
         if self._last_saved != (p.step, p.val_loss):
             self._save(keeper)
         return False
