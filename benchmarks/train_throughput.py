@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per loop measurement")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference used 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every measurement")
     args = parser.parse_args()
     import torch
 
@@ -155,13 +156,20 @@ def main() -> None:
 
         for overrides in (base, big):
             prepare_dataset(compose_config(TINY, overrides).task, Distributed())
-        compute = measure_compute_limit(base, max(10, args.steps // 4), tmp / "compute")
-        loop = measure_loop(base, args.steps, checkpoint_every=10**9, out=tmp / "loop")
-        with_ckpt = measure_loop(base, args.steps, checkpoint_every=50, out=tmp / "loop-ckpt")
+        # Interleave the variants over several rounds so that machine noise hits them alike.
+        rounds = {"compute": [], "loop": [], "ckpt": []}
+        for r in range(args.rounds):
+            rounds["compute"].append(measure_compute_limit(base, args.steps // 2, tmp / f"compute-{r}"))
+            rounds["loop"].append(measure_loop(base, args.steps, 10**9, tmp / f"loop-{r}"))
+            rounds["ckpt"].append(measure_loop(base, args.steps, 50, tmp / f"ckpt-{r}"))
+        compute, loop, with_ckpt = (
+            {key: statistics.median(m[key] for m in runs) for key in runs[0]} for runs in rounds.values()
+        )
         rss_small = peak_rss_mb(base, 40, tmp / "rss-x1")
         rss_big = peak_rss_mb(big, 40, tmp / "rss-x4")
     result = {
         "size": args.size,
+        "rounds": args.rounds,
         "threads": args.threads,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "loop_samples_per_s": round(loop["samples_per_s"], 2),

@@ -152,13 +152,18 @@ def prepare_dataset(task: DictConfig, dist: Distributed) -> None:
     fs, path = fsspec.core.url_to_fs(task.dataset_path)
     if dist.is_main and not fs.exists(path):
         print(f"generating synthetic dataset at {task.dataset_path}", flush=True)
-        write_synthetic_dataset(
-            task.dataset_path,
-            num_tasks=synth.tasks,
-            episodes_per_task=synth.episodes_per_task,
-            image_size=synth.image_size,
-            seed=synth.seed,
-        )
+        try:
+            write_synthetic_dataset(
+                task.dataset_path,
+                num_tasks=synth.tasks,
+                episodes_per_task=synth.episodes_per_task,
+                image_size=synth.image_size,
+                seed=synth.seed,
+            )
+        except LbmError:
+            if not fs.exists(path):
+                raise
+            # Another job wrote the same (deterministic) dataset first: use theirs.
     dist.barrier()
 
 
