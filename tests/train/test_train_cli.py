@@ -170,3 +170,36 @@ def test_missing_pretrained_weights_name_what_is_missing(tmp_path, env):
         tmp_path, env, "--config-file", TINY, "policy.obs_encoder.rgb_model.weights=IMAGENET1K_V1"
     )
     assert "resnet18" in result.stderr and str(tmp_path / "torch") in result.stderr
+
+
+@pytest.mark.slow
+def test_fresh_machine_resumes_from_checkpoints_uploaded_to_s3(tmp_path, env, s3_bucket):
+    bucket, _ = s3_bucket
+    artifacts = f"{bucket}/outputs/someone-lbm/run-1"
+    env = dict(env, **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")})
+    first = tmp_path / "machine-a"
+    run_to_end(first, "--artifact-uri", artifacts, *QUICK, "training.num_epochs=1", env=env)
+    uploaded = checkpoint_steps(first)[-1]
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(artifacts)
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls(root)}
+    assert {"config.yaml", "metrics.jsonl", f"epoch_1-step_{uploaded}.ckpt"} <= names
+
+    second = tmp_path / "machine-b"  # an empty output dir: the checkpoint comes from the bucket
+    result = run_to_end(second, "--artifact-uri", artifacts, *QUICK, "training.num_epochs=2", env=env)
+    assert f"at step {uploaded}" in result.stdout
+    assert max(r["step"] for r in metrics(second)) > uploaded
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_is_written_without_the_key(tmp_path, env):
+    out = tmp_path / "run"
+    key = "fake-wandb-key-0123456789abcdef0123456789abcdef"
+    env = dict(env, WANDB_API_KEY=key, WANDB_SILENT="true")
+    run_to_end(out, *QUICK, "training.num_epochs=1", "logging.mode=offline", "logging.name=unit-run", env=env)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert runs, list(out.iterdir())
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
