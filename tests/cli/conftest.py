@@ -17,7 +17,7 @@ import pytest
 
 from lbm.errors import LbmError
 from lbm.jobs.local.backend import LocalBackend
-from lbm.jobs.local.daemon import agent_pid, agent_running, stop_agent
+from lbm.jobs.local.daemon import agent_running, stop_agent
 from lbm.jobs.model import Job, JobSpec, JobState
 from lbm.site import load_site
 
@@ -193,8 +193,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     for job in backend.list():
         world.wait_state(job.name, [JobState.SUCCEEDED, JobState.FAILED])
     home = backend.home
-    # A just-started agent holds the lock a moment before it has written its pid there.
-    wait_for(lambda: not agent_running(home) or agent_pid(home), "the agent to record its pid")
     pid = stop_agent(home)
     if pid is not None:
         wait_for(lambda: not agent_running(home), f"agent {pid} to exit")

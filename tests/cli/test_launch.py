@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -128,6 +129,69 @@ def test_an_unwritable_bucket_is_a_user_error(world):
     )
     result = launch(world, *QUEUE_ONLY, "--no-wait", LBM_SITE=str(site))
     world.assert_user_error(result, f"bucket file://{blocker}/outputs is not writable")
+    assert world.job_names() == set()
+
+
+def gpu_site(world) -> str:
+    """The world's site with two GPUs of type gpu-x, a queue of both and a queue without capacity."""
+    site = world.root / "gpu-site.yaml"
+    vla = "      - {name: test-cpu-vla, instanceType: cpu, capacity: 1, team: vla}\n"
+    text = (
+        (world.root / "site.yaml")
+        .read_text()
+        .replace("    prefix: outputs\n", "    prefix: outputs\n    gpuDevices: {gpu-x: [0, 1]}\n")
+    )
+    site.write_text(
+        text.replace(
+            vla,
+            vla
+            + "      - {name: test-gpu-two, instanceType: gpu-x, capacity: 2}\n"
+            + "      - {name: test-gpu-none, instanceType: gpu-x, capacity: 0}\n",
+        )
+    )
+    return str(site)
+
+
+def test_a_queue_without_capacity_takes_the_job_which_waits(world):
+    site = gpu_site(world)
+    result = launch(
+        world,
+        *QUEUE_ONLY[:2],
+        "--queue",
+        "test-gpu-none",
+        "--nproc-per-node",
+        "2",
+        "--no-wait",
+        LBM_SITE=site,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert (
+        "note: queue test-gpu-none has no capacity now; the job waits RUNNABLE until it gets some"
+        in result.stdout
+    )
+    name = NAME.search(result.stdout).group(1)
+    assert world.wait_state(name, [JobState.RUNNABLE]).attempts == []
+    usage = json.loads(world.run("sagey", "usage", "--json", LBM_SITE=site).stdout)
+    gpu = next(entry for entry in usage if entry["instance_type"] == "gpu-x")
+    assert (gpu["running"], gpu["pending"], gpu["quota"]) == (0, 1, 2)
+
+
+def test_more_gpus_than_a_queue_can_give_is_one_line_and_nothing_queued(world):
+    result = launch(
+        world,
+        *QUEUE_ONLY[:2],
+        "--queue",
+        "test-gpu-two",
+        "--nproc-per-node",
+        "3",
+        "--no-wait",
+        LBM_SITE=gpu_site(world),
+    )
+
+    world.assert_user_error(
+        result, "job needs 3 GPUs (--nproc-per-node 3) but queue test-gpu-two can give at most 2 gpu-x GPUs"
+    )
     assert world.job_names() == set()
 
 

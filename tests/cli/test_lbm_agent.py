@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lbm.jobs.local.daemon import agent_pid, agent_running
+from lbm.jobs.local.daemon import agent_pid, agent_running, wait_agent_pid
 from lbm.jobs.local.home import LocalHome
 
 LBM = str(Path(sys.executable).with_name("lbm"))
@@ -20,7 +20,7 @@ LBM = str(Path(sys.executable).with_name("lbm"))
 def home(tmp_path: Path) -> LocalHome:
     home = LocalHome(tmp_path / "home")
     yield home
-    pid = agent_pid(home)
+    pid = wait_agent_pid(home)
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
 

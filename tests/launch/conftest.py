@@ -18,6 +18,7 @@ regions:
       - {name: here-cpu, instanceType: cpu, capacity: 1, nicknames: [c]}
       - {name: here-gpu-a100, instanceType: gpu-a100, capacity: 2}
       - {name: here-cpu-vla, instanceType: cpu, capacity: 1, team: vla}
+      - {name: here-cpu-dp, instanceType: cpu, capacity: 0, team: dp}
   there:
     backend: sagemaker
     bucket: s3://some-bucket

@@ -93,6 +93,14 @@ def test_team_queue_and_shared_queue_note(site_file):
     assert submission.job_spec("main-lbm-training-1").share_identifier == "foo"
 
 
+def test_a_queue_without_capacity_is_taken_with_a_note(site_file):
+    submission = planned(team="dp")
+    assert submission.queue.name == "here-cpu-dp"
+    assert submission.notes == [
+        "queue here-cpu-dp has no capacity now; the job waits RUNNABLE until it gets some"
+    ]
+
+
 def test_instance_type_aliases_queues_and_nicknames(site_file):
     assert planned(instance_type="small").queue.name == "here-cpu"
     assert planned(instance_type="gpu-a100").queue.name == "here-gpu-a100"

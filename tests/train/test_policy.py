@@ -211,3 +211,20 @@ def test_the_shipped_tiny_config_builds_a_policy_that_trains_and_samples(tmp_pat
     policy.eval()
     out = policy.predict_action(batch["obs"], batch["instruction"], normalized=True)
     assert out["action"].shape == (2, cfg.n_action_steps, *shape_meta.action.shape)
+
+
+@pytest.mark.slow
+def test_sampling_reproduces_the_actions_of_a_memorized_batch():
+    policy = make_policy(num_inference_steps=10)
+    batch = {**make_batch(), "instruction": ["reach the red square", "reach the blue circle", "go", "stop"]}
+    ramp = torch.linspace(-0.8, 0.8, 16).view(1, 16, 1)
+    batch["action"] = ramp.repeat(4, 1, 2) * torch.tensor([1.0, -1.0, 0.5, -0.5]).view(4, 1, 1)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=2e-3)
+    for _ in range(2000):
+        optimizer.zero_grad()
+        policy.compute_loss(batch).backward()
+        optimizer.step()
+    policy.eval()
+    predicted = sample(policy, batch, normalized=True)["action_pred"]
+    error = (predicted - batch["action"]).square().mean(dim=(1, 2))
+    assert error.max() < 0.1 * batch["action"].square().mean(), error

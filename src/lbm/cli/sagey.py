@@ -37,8 +37,10 @@ def add_site_options(p: argparse.ArgumentParser) -> None:
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="sagey", description="List, watch, describe and stop training jobs.")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
-    ls = commands.add_parser("ls", help="running and recently submitted jobs")
-    ls.add_argument("--limit", type=int, default=20, help="show the newest N jobs too (default 20)")
+    ls = commands.add_parser("ls", help="waiting and running jobs, and the newest that have ended")
+    ls.add_argument(
+        "--limit", type=int, default=20, help="also show the newest N jobs that have ended (default 20)"
+    )
     ls.add_argument("--mine", action="store_true", help="only your jobs")
     ls.add_argument("--json", action="store_true", help="print JSON")
     usage = commands.add_parser("usage", help="running and pending jobs and the quota per instance type")
@@ -90,9 +92,8 @@ def list_jobs(backend: Backend, args: argparse.Namespace) -> int:
 
         owner = current_user()
     active = backend.list(states=NOT_TERMINAL, owner=owner)
-    recent = backend.list(owner=owner, limit=args.limit) if args.limit > 0 else []
-    jobs = list({job.name: job for job in [*active, *recent]}.values())
-    jobs.sort(key=lambda job: job.created_at, reverse=True)
+    ended = backend.list(states=TERMINAL, owner=owner, limit=args.limit) if args.limit > 0 else []
+    jobs = sorted([*active, *ended], key=lambda job: job.created_at, reverse=True)
     if args.json:
         print_json([job_record(job) for job in jobs])
         return 0

@@ -109,6 +109,8 @@ def plan(launch: LaunchSpec, site: Site) -> Submission:
             "(one machine): use --instance-count 1 or another --region"
         )
     queue, notes = _choose_queue(launch, region)
+    if queue.capacity == 0:
+        notes.append(f"queue {queue.name} has no capacity now; the job waits RUNNABLE until it gets some")
     owner = job_owner(launch.image_uri, region.main_image)
     overrides = launch.flag_overrides()
     config_dir = str(Path(launch.config_dir).absolute()) if launch.config_dir else None

@@ -339,6 +339,8 @@ class Trainer:
         policy = self.policy
         if self.ema is not None:
             self.ema.copy_to(self.ema_policy.parameters())
+            for ema_buffer, buffer in zip(self.ema_policy.buffers(), self.policy.buffers(), strict=True):
+                ema_buffer.copy_(buffer)
             policy = self.ema_policy
         batch = to_device(batch, self.device)
         with self.autocast():
@@ -530,7 +532,8 @@ class Trainer:
         record: dict[str, Any] = {"step": self.progress.step, "epoch": self.progress.epoch}
         if losses:
             record["train_loss"] = sum(losses) / len(losses)
-        record["lr"] = self.lr_scheduler.get_last_lr()[0]
+        group = self.optimizer.param_groups[0]
+        record["lr"] = float(self.cfg.optimizer.lr) * group["lr"] / group["initial_lr"]
         record.update(window.take())
         return record
 

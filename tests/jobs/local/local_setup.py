@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from lbm.jobs.local.backend import LocalBackend
-from lbm.jobs.local.daemon import agent_pid, agent_running
+from lbm.jobs.local.daemon import agent_pid, agent_running, wait_agent_pid
 from lbm.jobs.local.home import LocalHome
 from lbm.jobs.local.processes import signal_attempt
 from lbm.jobs.local.store import JobStore
@@ -130,7 +130,7 @@ class LocalSetup:
             for attempt in store.active_attempts():
                 signal_attempt(attempt.pid, attempt.pid_started_at, signal.SIGKILL)
             store.close()
-        pid = agent_pid(self.home)
+        pid = wait_agent_pid(self.home)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -134,3 +134,23 @@ def test_missing_observation_key_names_what_is_there():
     encoder = MultiImageObsEncoder(shape_meta("image"), TinyConv())
     with pytest.raises(LbmError, match=r"lacks keys \['image'\].*\['agent_pos'\]"):
         encoder({"agent_pos": torch.zeros(1, 2, 2)})
+
+
+def test_the_clip_configs_encoder_runs_from_a_local_checkpoint(tiny_clip_dir, tmp_path, monkeypatch):
+    from hydra.utils import instantiate
+
+    from lbm.train.compose import compose_config
+
+    monkeypatch.setenv("LBM_DATA_DIR", str(tmp_path))
+    cfg = compose_config(
+        "train_diffusion_unet_clip_lang_stage_base", [f"task.dataset_path={tmp_path}/d.zarr"]
+    )
+    cfg.policy.obs_encoder.rgb_model.model_name_or_path = str(tiny_clip_dir)
+    encoder = instantiate(cfg.policy.obs_encoder, _convert_="partial").eval()
+    assert encoder.share_rgb_model and encoder.crop_shape == [224, 224]
+    size = cfg.task.shape_meta.obs.image.shape[1:]
+    obs = {
+        "image": torch.randint(0, 256, (2, cfg.n_obs_steps, 3, *size), dtype=torch.uint8),
+        "agent_pos": torch.rand(2, cfg.n_obs_steps, 2),
+    }
+    assert encoder(obs).shape == (2, encoder.output_dim(cfg.n_obs_steps)) == (2, 2 * (16 + 2))

@@ -156,3 +156,18 @@ def test_a_checkpoint_without_the_text_tower_is_a_user_error(tmp_path, tiny_clip
     with pytest.raises(LbmError, match="CLIP text weights") as error:
         CLIPTextEncoder(model_name_or_path=str(tmp_path))
     assert "pretrained: false" in str(error.value)
+
+
+def test_the_clip_configs_text_encoder_runs_from_a_local_checkpoint(tiny_clip_dir, tmp_path, monkeypatch):
+    from hydra.utils import instantiate
+
+    from lbm.train.compose import compose_config
+
+    monkeypatch.setenv("LBM_DATA_DIR", str(tmp_path))
+    cfg = compose_config(
+        "train_diffusion_unet_clip_lang_stage_base", [f"task.dataset_path={tmp_path}/d.zarr"]
+    )
+    cfg.policy.text_encoder.model_name_or_path = str(tiny_clip_dir)
+    encoder = instantiate(cfg.policy.text_encoder, _convert_="partial")
+    assert isinstance(encoder, CLIPTextEncoder) and encoder.freeze
+    assert encoder(INSTRUCTIONS).shape == (4, 8)

@@ -58,13 +58,7 @@ class LocalBackend:
         leaked = sorted(set(spec.env) & {*SECRET_ENV_NAMES, *secrets})
         if leaked:
             raise LbmError(f"JobSpec.env must not hold secrets ({', '.join(leaked)}); pass them as `secrets`")
-        gpus = queue.instance_type in self.region.devices
-        slots = max(1, spec.nproc_per_node) if gpus else 1
-        if gpus and slots > queue.capacity:
-            raise LbmError(
-                f"job needs {slots} GPUs but queue {queue.name} has only {queue.capacity}; "
-                f"lower --nproc-per-node to at most {queue.capacity}"
-            )
+        slots = self._slots(queue, spec)
         if not self._region_saved:
             self.store.save_region(self.region.name, self.region.to_dict())
             self._region_saved = True
@@ -74,6 +68,25 @@ class LocalBackend:
         job = self.store.insert(spec, slots, handoff)
         daemon.ensure_agent(self.home, secrets)
         return job
+
+    def _slots(self, queue: Queue, spec: JobSpec) -> int:
+        """The capacity the job holds while it runs: one GPU per process on a GPU queue, else one slot.
+
+        A queue with no capacity (0, as AWS Batch allows) takes jobs, which wait RUNNABLE until it has
+        some; a job needing more GPUs than the queue could ever give is refused.
+        """
+        devices = self.region.devices.get(queue.instance_type)
+        if devices is None:
+            return 1
+        slots = max(1, spec.nproc_per_node)
+        most = min(queue.capacity, len(devices))
+        if 0 < most < slots:
+            raise LbmError(
+                f"job needs {slots} GPUs (--nproc-per-node {spec.nproc_per_node}) but queue {queue.name} "
+                f"can give at most {most} {queue.instance_type} GPU{'s' if most > 1 else ''}; "
+                f"use --nproc-per-node {most} or less"
+            )
+        return slots
 
     def stop(self, name: str, *, reason: str = StatusReason.STOPPED_BY_USER) -> Job:
         """Cancel a queued job (FAILED "cancelled in queue") or stop a running one (FAILED `reason`).

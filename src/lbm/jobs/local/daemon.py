@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 
+from lbm.errors import LbmError
 from lbm.jobs.local import wakeup
 from lbm.jobs.local.home import LocalHome
+
+# How long an agent may hold its lock before its pid is in it (its starter writes the pid right after).
+PID_WAIT_S = 10.0
 
 
 def acquire_agent_lock(home: LocalHome, *, write_pid: bool = True) -> int | None:
@@ -106,9 +112,32 @@ def ensure_agent(home: LocalHome, secrets: Mapping[str, str] | None = None) -> N
         start_agent(home, secrets)
 
 
-def stop_agent(home: LocalHome) -> int | None:
-    """Ask the running agent to exit (SIGTERM; its attempts keep running); its pid, or None if none ran."""
-    pid = agent_pid(home)
+def wait_agent_pid(home: LocalHome, wait_s: float = PID_WAIT_S) -> int | None:
+    """The pid of the running agent of `home`, or None when none runs.
+
+    An agent that has just started holds the lock a moment before its pid is recorded there: wait for the
+    pid while the lock is held, up to `wait_s` seconds (then LbmError).
+    """
+    deadline = time.monotonic() + wait_s
+    while (pid := agent_pid(home)) is None:
+        if not agent_running(home):
+            return None
+        if time.monotonic() >= deadline:
+            raise LbmError(
+                f"the agent of {home.root} holds its lock but recorded no pid within {wait_s:g} s; "
+                f"see {home.agent_log}"
+            )
+        time.sleep(0.01)
+    return pid
+
+
+def stop_agent(home: LocalHome, wait_s: float = PID_WAIT_S) -> int | None:
+    """Ask the running agent to exit (SIGTERM; its attempts keep running); its pid, or None if none runs.
+
+    Reliable right after an agent starts (see `wait_agent_pid`).
+    """
+    pid = wait_agent_pid(home, wait_s)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile: stopped either way
+            os.kill(pid, signal.SIGTERM)
     return pid

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     archived INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, queue);
+CREATE INDEX IF NOT EXISTS jobs_by_state_seq ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner);
 CREATE INDEX IF NOT EXISTS jobs_unarchived ON jobs (archived, state);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -64,6 +65,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_by_stop ON attempts (stopped_at);
 CREATE TABLE IF NOT EXISTS regions (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
+# The object SCHEMA added last: a store without it (new, or made by an older lbm) gets SCHEMA run on it.
+NEWEST_OBJECT = "jobs_by_state_seq"
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class JobStore:
         if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
-        if self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'regions'").fetchone()[0] == 0:
+        newest = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (NEWEST_OBJECT,))
+        if newest.fetchone()[0] == 0:
             self._db.executescript(SCHEMA)
 
     def close(self) -> None:
