@@ -7,7 +7,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import ClassVar
 
 import pytest
 
+import polling
 from lbm.errors import LbmError
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_running, stop_agent
@@ -51,14 +51,7 @@ regions:
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> object:
     """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+    return polling.wait_for(condition, what, timeout, interval=0.05)
 
 
 def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

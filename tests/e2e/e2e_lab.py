@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import polling
 from lbm.errors import LbmError
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_running, stop_agent
@@ -52,14 +52,7 @@ regions:
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> object:
     """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
+    return polling.wait_for(condition, what, timeout, interval=0.1)
 
 
 def overrides(max_steps: int, *more: str) -> str:

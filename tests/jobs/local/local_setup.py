@@ -6,14 +6,13 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-import pytest
 
+import polling
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_pid, agent_running, wait_agent_pid
 from lbm.jobs.local.home import LocalHome
@@ -28,14 +27,7 @@ ENDED = (JobState.SUCCEEDED, JobState.FAILED)
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> object:
     """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
+    return polling.wait_for(condition, what, timeout, interval=0.02)
 
 
 def process_gone(pid: int) -> bool:
