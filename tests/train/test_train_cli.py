@@ -158,6 +158,8 @@ def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProc
         (["--config-file", TINY, "training.epochs=2"], "has no key training.epochs"),
         (["--config-file", TINY, "dataloader.batch_size=sixty"], "must be a number"),
         (["--config-file", TINY, "task.synthesize=null", "task.dataset_path=/nonexistent/data.zarr"], "zarr"),
+        (["--config-file", TINY, "training.resume_checkpoint_path=/nonexistent/x.ckpt"], "does not exist"),
+        (["--config-file", TINY, "logging.mode=verbose"], "logging.mode='verbose' is not valid"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, env, args, message):

@@ -30,6 +30,11 @@ def checkpoint_name(epoch: int, step: int) -> str:
     return f"epoch_{epoch}-step_{step}.ckpt"
 
 
+def step_of(name: str) -> int:
+    """The step in a checkpoint file name."""
+    return int(CHECKPOINT_PATTERN.match(name).group(2))
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -89,7 +94,7 @@ def checkpoints_in(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [p for p in directory.iterdir() if CHECKPOINT_PATTERN.match(p.name)]
-    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(2)), reverse=True)
+    return sorted(found, key=lambda p: step_of(p.name), reverse=True)
 
 
 def latest_complete(directory: Path) -> CheckpointInfo | None:

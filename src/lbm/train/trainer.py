@@ -34,8 +34,9 @@ from lbm.train import checkpoint as ckpt
 from lbm.train.compose import to_yaml
 from lbm.train.distributed import Distributed
 from lbm.train.metrics import METRICS_FILE, MetricsLog
+from lbm.train.resume import check_explicit, resume_checkpoint
 from lbm.train.sampler import EpochSampler
-from lbm.train.wandb_run import start_wandb
+from lbm.train.wandb_run import check_logging_mode, start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,8 @@ class Trainer:
         self._stop_requested = False
         self._last_saved: tuple[int, float | None] | None = None
 
+        check_explicit(self.training)
+        check_logging_mode(cfg.logging)
         # Model first: a missing pretrained weight is a user error that must come before any data is made.
         self.policy = build(cfg.policy)
         prepare_dataset(cfg.task, self.dist)
@@ -379,48 +382,6 @@ class Trainer:
             state["step"], state["epoch"], state["batches_in_epoch"], state.get("val_loss")
         )
 
-    def find_resume_checkpoint(self) -> tuple[Path, str | None] | None:
-        """The checkpoint to resume from: the explicit one, else the newest complete one here or uploaded."""
-        explicit = self.training.get("resume_checkpoint_path")
-        if explicit:
-            return self._fetch_explicit(str(explicit))
-        if not self.training.get("resume", True):
-            return None
-        local = ckpt.latest_complete(self.output_dir)
-        if local is None and self.artifact_uri:
-            local = self._fetch_uploaded()
-        return (local.path, local.sha256) if local is not None else None
-
-    def _fetch_explicit(self, url: str) -> tuple[Path, str | None]:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(url)
-        if not fs.exists(path):
-            raise LbmError(f"training.resume_checkpoint_path {url!r} does not exist")
-        if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-            local = Path(path)
-        else:
-            local = transfer.download(url, self.output_dir / "resume" / Path(path).name)
-        info = ckpt.read_info(local, verify=False)
-        return local, info.sha256 if info is not None else None
-
-    def _fetch_uploaded(self) -> ckpt.CheckpointInfo | None:
-        """Copy the newest complete uploaded checkpoint here (a retry on a fresh machine)."""
-        names = transfer.list_names(self.artifact_uri)
-        for name in sorted(
-            (n for n in names if ckpt.CHECKPOINT_PATTERN.match(n)),
-            key=lambda n: int(ckpt.CHECKPOINT_PATTERN.match(n).group(2)),
-            reverse=True,
-        ):
-            if name + ckpt.SIDECAR_SUFFIX not in names:
-                continue
-            for file in (name, name + ckpt.SIDECAR_SUFFIX):
-                transfer.download(transfer.join(self.artifact_uri, file), self.output_dir / file)
-            info = ckpt.read_info(self.output_dir / name)
-            if info is not None:
-                return info
-        return None
-
     # ---- the run ------------------------------------------------------------------------------------
 
     def _request_stop(self, signum, frame) -> None:
@@ -450,7 +411,7 @@ class Trainer:
                 ),
             )
         self.dist.barrier()
-        resume = self.find_resume_checkpoint()
+        resume = resume_checkpoint(self.training, self.output_dir, self.artifact_uri)
         if resume is not None:
             path, sha = resume
             self.load_state(ckpt.load_checkpoint(path, sha))

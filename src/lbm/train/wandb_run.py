@@ -18,12 +18,17 @@ def run_id(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "-", name)[:64]
 
 
-def start_wandb(cfg: DictConfig, output_dir: Path) -> Any | None:
-    """The W&B run for this training run, or None when logging is disabled."""
-    logging_cfg = cfg.logging
+def check_logging_mode(logging_cfg: DictConfig) -> None:
     mode = logging_cfg.get("mode", "disabled")
     if mode not in MODES:
         raise LbmError(f"logging.mode={mode!r} is not valid: use one of {', '.join(MODES)}")
+
+
+def start_wandb(cfg: DictConfig, output_dir: Path) -> Any | None:
+    """The W&B run for this training run, or None when logging is disabled."""
+    logging_cfg = cfg.logging
+    check_logging_mode(logging_cfg)
+    mode = logging_cfg.get("mode", "disabled")
     if mode == "disabled":
         return None
     import wandb
