@@ -2,7 +2,8 @@
 
 For one model size it measures, side by side in one run:
 - samples/s of the real training loop (data loading, logging, the lr schedule, EMA: everything);
-- samples/s of the same model and batch on tensors already in memory (the compute limit), and the ratio;
+- samples/s of the same loop, model and batch with the batch already in memory (the compute limit), and the
+  ratio;
 - step time with a checkpoint every 50 steps over step time without;
 - peak RSS of a training process (with its loader workers) on the synthetic dataset and on one four times
   larger.
@@ -15,6 +16,7 @@ X
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -57,8 +59,27 @@ def overrides_for(size: str, data_dir: Path, scale: int = 1) -> list[str]:
     ]
 
 
-def measure_loop(cfg_overrides: list[str], steps: int, checkpoint_every: int, out: Path) -> dict:
-    """Run the real loop for `steps` steps; median step time from its metrics records."""
+class RepeatedBatch:
+    """A loader that yields one batch already in memory, as often as the real loader has batches."""
+
+    def __init__(self, batch: dict, length: int):
+        self.batch = batch
+        self.length = length
+
+    def __iter__(self):
+        return itertools.repeat(self.batch, self.length)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def measure_loop(
+    cfg_overrides: list[str], steps: int, checkpoint_every: int, out: Path, in_memory: bool = False
+) -> dict:
+    """Run the real loop for `steps` steps; its mean step time from the metrics records.
+
+    With `in_memory`, the loader yields one batch already in memory: the compute limit of the same loop.
+    """
     from lbm.train.compose import compose_config
     from lbm.train.metrics import read_metrics
     from lbm.train.trainer import Trainer
@@ -72,36 +93,22 @@ def measure_loop(cfg_overrides: list[str], steps: int, checkpoint_every: int, ou
             "training.num_epochs=1000",
             f"training.log_every={log_every}",
             f"checkpoint.every_n_steps={checkpoint_every}",
+            *(["dataloader.num_workers=0"] if in_memory else []),
         ],
     )
     trainer = Trainer(cfg, out)
+    if in_memory:
+        trainer.train_loader = RepeatedBatch(next(iter(trainer.train_loader)), len(trainer.train_loader))
     batch = cfg.dataloader.batch_size
     trainer.run()
     records = read_metrics(out / "metrics.jsonl")[2:]  # the first windows include worker start-up
-    rates = [r["samples_per_s"] for r in records]
+    # The mean, not the median: a window with a checkpoint in it must count.
+    step_s = statistics.mean(batch / r["samples_per_s"] for r in records)
     return {
-        "samples_per_s": statistics.median(rates),
-        "step_s": batch / statistics.median(rates),
-        "data_wait_frac": statistics.median(r["data_wait_frac"] for r in records),
+        "samples_per_s": batch / step_s,
+        "step_s": step_s,
+        "data_wait_frac": statistics.mean(r["data_wait_frac"] for r in records),
     }
-
-
-def measure_compute_limit(cfg_overrides: list[str], steps: int, out: Path) -> dict:
-    """The same model, optimizer and batch, the batch already in memory: no data loading at all."""
-    from lbm.train.compose import compose_config
-    from lbm.train.trainer import Trainer, to_device
-
-    cfg = compose_config(TINY, [*cfg_overrides, "dataloader.num_workers=0"])
-    trainer = Trainer(cfg, out)
-    batch = to_device(next(iter(trainer.train_loader)), trainer.device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        trainer.micro_step(batch, last_of_step=True)
-        trainer.optimizer_step()
-        times.append(time.perf_counter() - start)
-    step_s = statistics.median(times[2:])
-    return {"samples_per_s": cfg.dataloader.batch_size / step_s, "step_s": step_s}
 
 
 def peak_rss_mb(cfg_overrides: list[str], steps: int, out: Path) -> float:
@@ -140,6 +147,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per loop measurement")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference used 2)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every measurement")
+    parser.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS runs")
     args = parser.parse_args()
     import torch
 
@@ -159,14 +167,16 @@ def main() -> None:
         # Interleave the variants over several rounds so that machine noise hits them alike.
         rounds = {"compute": [], "loop": [], "ckpt": []}
         for r in range(args.rounds):
-            rounds["compute"].append(measure_compute_limit(base, args.steps // 2, tmp / f"compute-{r}"))
+            compute_run = measure_loop(base, args.steps, 10**9, tmp / f"compute-{r}", in_memory=True)
+            rounds["compute"].append(compute_run)
             rounds["loop"].append(measure_loop(base, args.steps, 10**9, tmp / f"loop-{r}"))
             rounds["ckpt"].append(measure_loop(base, args.steps, 50, tmp / f"ckpt-{r}"))
         compute, loop, with_ckpt = (
             {key: statistics.median(m[key] for m in runs) for key in runs[0]} for runs in rounds.values()
         )
-        rss_small = peak_rss_mb(base, 40, tmp / "rss-x1")
-        rss_big = peak_rss_mb(big, 40, tmp / "rss-x4")
+        if not args.skip_rss:
+            rss_small = peak_rss_mb(base, 40, tmp / "rss-x1")
+            rss_big = peak_rss_mb(big, 40, tmp / "rss-x4")
     result = {
         "size": args.size,
         "rounds": args.rounds,
@@ -179,9 +189,10 @@ def main() -> None:
         "step_s_checkpoint_every_50": round(with_ckpt["step_s"], 4),
         "step_s_no_checkpoint": round(loop["step_s"], 4),
         "checkpoint_step_time_ratio": round(with_ckpt["step_s"] / loop["step_s"], 3),
-        "peak_rss_mb_dataset_x1": round(rss_small),
-        "peak_rss_mb_dataset_x4": round(rss_big),
     }
+    if not args.skip_rss:
+        result["peak_rss_mb_dataset_x1"] = round(rss_small)
+        result["peak_rss_mb_dataset_x4"] = round(rss_big)
     print(json.dumps(result, indent=2))
 
 
