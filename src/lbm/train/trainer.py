@@ -168,6 +168,18 @@ def prepare_dataset(task: DictConfig, dist: Distributed) -> None:
     dist.barrier()
 
 
+def mirror_written(uploader: transfer.BackgroundUploader, info: ckpt.CheckpointInfo) -> None:
+    """Upload a new checkpoint, then its sidecar (which marks it complete)."""
+    uploader.upload(info.path)
+    uploader.upload(info.sidecar)
+
+
+def mirror_removed(uploader: transfer.BackgroundUploader, path: Path) -> None:
+    """Remove a pruned checkpoint and its sidecar from the artifact URL."""
+    uploader.delete(path.name)
+    uploader.delete(path.name + ckpt.SIDECAR_SUFFIX)
+
+
 class Trainer:
     """One training run (one rank of it under torchrun)."""
 
@@ -399,17 +411,10 @@ class Trainer:
                 uploader.upload(self.output_dir / CONFIG_FILE)
             wandb_run = start_wandb(self.cfg, self.output_dir)
             metrics = MetricsLog(self.output_dir / METRICS_FILE, wandb_run)
-            keeper = ckpt.CheckpointKeeper(
-                self.output_dir,
-                int(self.cfg.checkpoint.topk),
-                on_written=lambda info: (
-                    uploader and [uploader.upload(info.path), uploader.upload(info.sidecar)]
-                ),
-                on_removed=lambda path: (
-                    uploader
-                    and [uploader.delete(path.name), uploader.delete(path.name + ckpt.SIDECAR_SUFFIX)]
-                ),
-            )
+            keeper = ckpt.CheckpointKeeper(self.output_dir, int(self.cfg.checkpoint.topk))
+            if uploader is not None:
+                keeper.on_written = lambda info: mirror_written(uploader, info)
+                keeper.on_removed = lambda path: mirror_removed(uploader, path)
         self.dist.barrier()
         resume = resume_checkpoint(self.training, self.output_dir, self.artifact_uri)
         if resume is not None:
@@ -522,10 +527,13 @@ class _Window:
     """Throughput and the fraction of time spent waiting for data, since the last `take()`."""
 
     def __init__(self):
+        self._wait_start = 0.0
+        self.reset()
+
+    def reset(self) -> None:
         self.start = time.perf_counter()
         self.waited = 0.0
         self.samples = 0
-        self._wait_start = 0.0
 
     def begin_wait(self) -> None:
         self._wait_start = time.perf_counter()
@@ -537,7 +545,7 @@ class _Window:
     def take(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         stats = {"samples_per_s": self.samples / elapsed, "data_wait_frac": self.waited / elapsed}
-        self.__init__()
+        self.reset()
         return stats
 
 
