@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lbm.errors import LbmError
+from lbm.jobs.local.fair_share import weight_factor
 from lbm.jobs.registry import backend_for
 from lbm.site import Region, lbm_home, load_site
 
@@ -29,6 +30,11 @@ regions:
     notifications:
       slack: {webhookUrlFile: ~/hook, states: [FAILED]}
 """
+
+
+WHOLE_PERCENT = "must be a whole percentage from 0 to 99"
+DECAY_SECONDS = r"must be a whole number of seconds from 0 \(the 600 s minimum\) to 604800"
+WEIGHT = r"must be a number from 0\.0001 to 999\.9999"
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +149,49 @@ def test_site_file_replaces_the_default(tmp_path: Path, monkeypatch: pytest.Monk
     assert Region.from_dict(region.to_dict()) == region
 
 
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        # FairsharePolicy: shareDecaySeconds 0 (the minimum window) to 604800, computeReservation 0 to 99.
+        ("{shareDecaySeconds: 0, computeReservation: 0}", (0, 0, {})),
+        ("{shareDecaySeconds: 604800, computeReservation: 99}", (604800, 99, {})),
+        # ShareAttributes.weightFactor: 0.0001 to 999.9999; a prefix* entry beside others.
+        (
+            "{weightFactors: {main: 0.0001, vla*: 999.9999, dp: 2}}",
+            (3600, 0, {"main": 0.0001, "vla*": 999.9999, "dp": 2}),
+        ),
+    ],
+)
+def test_fair_share_limits_of_aws_batch_are_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, expected: tuple
+):
+    old = "{shareDecaySeconds: 600, computeReservation: 25, weightFactors: {main: 0.5}}"
+    monkeypatch.setenv("LBM_SITE", str(write_site(tmp_path, VALID.replace(old, policy))))
+
+    gpu = load_site().region(None).queue("lab-gpu")
+
+    assert (gpu.share_decay_seconds, gpu.compute_reservation, gpu.weight_factors) == expected
+
+
+def test_prefix_weight_entry_covers_the_shares_that_start_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    old = "weightFactors: {main: 0.5}"
+    monkeypatch.setenv(
+        "LBM_SITE", str(write_site(tmp_path, VALID.replace(old, "weightFactors: {vla*: 0.25}")))
+    )
+    weights = load_site().region(None).queue("lab-gpu").weight_factors
+
+    # ShareAttributes: a prefix* entry "specifies the weight factor to use for share identifiers that start
+    # with that prefix"; "Share identifiers that aren't included have a default weight of 1.0."
+    assert [weight_factor(share, weights) for share in ("vla", "vla-grasp", "mvdp", "v")] == [
+        0.25,
+        0.25,
+        1.0,
+        1.0,
+    ]
+
+
 def test_site_file_in_the_user_config_dir_is_used(tmp_path: Path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "site.yaml").write_text(VALID)
@@ -168,8 +217,56 @@ def test_site_file_in_the_user_config_dir_is_used(tmp_path: Path):
         (("defaultRegion: lab", "defaultregion: lab"), r"\(top level\): unknown key 'defaultregion'"),
         (("file://$LBM_HOME/lab-bucket", "/just/a/path"), r"regions\.lab\.bucket: must be a URL"),
         (("capacity: 1, team", "capacity: -1, team"), r"queues\[2\]\.capacity: must be a whole number"),
-        (("computeReservation: 25", "computeReservation: 100"), r"computeReservation: must be a percentage"),
-        (("main: 0.5", "main: 0"), r"weightFactors\.main: must be a number above 0"),
+        # FairsharePolicy.computeReservation: "The minimum value is 0 and the maximum value is 99." (Integer)
+        *(
+            (
+                ("computeReservation: 25", f"computeReservation: {bad}"),
+                rf"computeReservation: {WHOLE_PERCENT}, got {got}",
+            )
+            for bad, got in (("100", "100"), ("-1", "-1"), ("12.5", "12.5"), ("true", "True"))
+        ),
+        # FairsharePolicy.shareDecaySeconds: "A value of zero (0) indicates the default minimum time window
+        # (600 seconds). The maximum supported value is 604800 (1 week)." (Integer)
+        *(
+            (
+                ("shareDecaySeconds: 600", f"shareDecaySeconds: {bad}"),
+                rf"shareDecaySeconds: {DECAY_SECONDS}, got {got}",
+            )
+            for bad, got in (
+                ("604801", "604801"),
+                ("-1", "-1"),
+                ("1.5", "1.5"),
+                ("1h", "'1h'"),
+                (".inf", "inf"),
+            )
+        ),
+        # ShareAttributes.weightFactor: "The smallest supported value is 0.0001, and the largest supported
+        # value is 999.9999."
+        *(
+            (("main: 0.5", f"main: {bad}"), rf"weightFactors\.main: {WEIGHT}, got {got}")
+            for bad, got in (
+                ("0", "0"),
+                ("0.00001", "1e-05"),
+                ("1000", "1000"),
+                ("-2", "-2"),
+                ("yes", "True"),
+            )
+        ),
+        # ShareAttributes.shareIdentifier: "If the string ends with an asterisk (*), this entry specifies the
+        # weight factor to use for share identifiers that start with that prefix. The list of share
+        # identifiers in a fair-share policy can't overlap."; and at most one prefix entry per queue.
+        (
+            ("{main: 0.5}", "{vla*: 0.5, dp*: 2}"),
+            r"weightFactors: at most one prefix\* entry, got vla\*, dp\*$",
+        ),
+        (
+            ("{main: 0.5}", "{vla*: 0.5, vla-a: 2}"),
+            r"weightFactors: vla-a overlaps the prefix entry vla\*; drop one of them$",
+        ),
+        (
+            ("{main: 0.5}", "{v*la: 0.5}"),
+            r"weightFactors\.v\*la: only a trailing \* may mark a prefix entry$",
+        ),
         (
             ("states: [FAILED]", "states: [DONE]"),
             r"slack\.states: unknown state 'DONE'; allowed: RUNNING, FAILED",

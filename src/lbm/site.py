@@ -23,7 +23,9 @@ and small prototyping queues for the teams. `$LBM_SITE` (a path, or the name of 
             fairShare: {shareDecaySeconds: 3600, computeReservation: 10, weightFactors: {main: 0.5}}
           - {name: mvdp-ml-p5-48xlarge-us-east-1, instanceType: ml.p5.48xlarge, capacity: 1, team: mvdp}
 
-`computeReservation` is a percentage as in AWS Batch; a lower weight factor gets a larger share.
+`fairShare` is AWS Batch's FairsharePolicy (see `lbm.jobs.local.fair_share`): `shareDecaySeconds` 0 (the 600 s
+minimum window) to 604800, `computeReservation` a percentage 0-99, and weight factors 0.0001-999.9999 by share
+identifier, at most one of them a `prefix*` entry; a lower weight factor gets a larger share.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from lbm.errors import LbmError
+from lbm.jobs.local.fair_share import (
+    MAX_COMPUTE_RESERVATION,
+    MAX_SHARE_DECAY_S,
+    MAX_WEIGHT_FACTOR,
+    MIN_DECAY_WINDOW_S,
+    MIN_WEIGHT_FACTOR,
+    PREFIX_WILDCARD,
+)
 from lbm.jobs.model import JobState, Queue
 
 BACKENDS = ("local", "sagemaker")
@@ -410,22 +420,16 @@ def _queue(reader: _SiteFile, key: str, value: Any) -> tuple[Queue, list[str]]:
     decay = reader.number(
         fair_share.get("shareDecaySeconds", 3600),
         f"{key}.fairShare.shareDecaySeconds",
-        check=lambda v: v >= 0,
-        rule="a number of seconds (0 or more)",
+        check=lambda v: float(v).is_integer() and 0 <= v <= MAX_SHARE_DECAY_S,
+        rule=f"a whole number of seconds from 0 (the {MIN_DECAY_WINDOW_S} s minimum) to {MAX_SHARE_DECAY_S}",
     )
     reservation = reader.number(
         fair_share.get("computeReservation", 0),
         f"{key}.fairShare.computeReservation",
-        check=lambda v: 0 <= v <= 99,
-        rule="a percentage from 0 to 99",
+        check=lambda v: float(v).is_integer() and 0 <= v <= MAX_COMPUTE_RESERVATION,
+        rule=f"a whole percentage from 0 to {MAX_COMPUTE_RESERVATION}",
     )
-    weights = {}
-    for share, weight in reader.mapping(
-        fair_share.get("weightFactors"), f"{key}.fairShare.weightFactors"
-    ).items():
-        weights[str(share)] = reader.number(
-            weight, f"{key}.fairShare.weightFactors.{share}", check=lambda v: v > 0, rule="a number above 0"
-        )
+    weights = _weight_factors(reader, fair_share.get("weightFactors"), f"{key}.fairShare.weightFactors")
     queue = Queue(
         name=reader.string(data.get("name"), f"{key}.name", required=True),
         instance_type=reader.string(data.get("instanceType"), f"{key}.instanceType", required=True),
@@ -436,6 +440,29 @@ def _queue(reader: _SiteFile, key: str, value: Any) -> tuple[Queue, list[str]]:
         weight_factors=weights,
     )
     return queue, reader.strings(data.get("nicknames"), f"{key}.nicknames")
+
+
+def _weight_factors(reader: _SiteFile, value: Any, key: str) -> dict[str, float]:
+    """Weight factors by share identifier, with at most one `prefix*` entry that no other entry overlaps."""
+    weights: dict[str, float] = {}
+    for entry, weight in reader.mapping(value, key).items():
+        share = str(entry)
+        if PREFIX_WILDCARD in share[:-1]:
+            raise reader.error(f"{key}.{share}", f"only a trailing {PREFIX_WILDCARD} may mark a prefix entry")
+        weights[share] = reader.number(
+            weight,
+            f"{key}.{share}",
+            check=lambda v: MIN_WEIGHT_FACTOR <= v <= MAX_WEIGHT_FACTOR,
+            rule=f"a number from {MIN_WEIGHT_FACTOR} to {MAX_WEIGHT_FACTOR}",
+        )
+    prefixes = [s for s in weights if s.endswith(PREFIX_WILDCARD)]
+    if len(prefixes) > 1:
+        raise reader.error(key, f"at most one prefix{PREFIX_WILDCARD} entry, got {', '.join(prefixes)}")
+    for prefix in prefixes:
+        overlapping = [s for s in weights if s != prefix and s.startswith(prefix[: -len(PREFIX_WILDCARD)])]
+        if overlapping:
+            raise reader.error(key, f"{overlapping[0]} overlaps the prefix entry {prefix}; drop one of them")
+    return weights
 
 
 def _slack(reader: _SiteFile, value: Any, key: str) -> SlackSettings | None:

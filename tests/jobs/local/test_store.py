@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -102,3 +103,27 @@ def test_a_store_made_before_the_index_gets_it_when_opened(home: LocalHome):
     names = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "jobs_by_state_seq" in names
     store.close()
+
+
+def test_active_shares_are_queued_running_or_ended_within_the_decay_window(home: LocalHome):
+    # AWS Batch User Guide, fair-share scheduling: "If a share identifier has jobs in a SUBMITTED, PENDING,
+    # RUNNABLE, STARTING, or RUNNING state, it's considered an active share identifier. After the period of
+    # time for decay expires, a share identifier is considered inactive."
+    store = JobStore(home.db)
+    for name, queue in [("old-0", "q"), ("ann-0", "q"), ("bob-0", "q"), ("carl-0", "q")]:
+        share = name.split("-")[0]
+        store.insert(dataclasses.replace(spec(name, queue), owner=share, share_identifier=share), 1, None)
+    store.insert(dataclasses.replace(spec("eve-0", "r"), owner="eve", share_identifier="eve"), 1, None)
+    store.promote_submitted()
+    for name, state in [("old-0", JobState.SUCCEEDED), ("ann-0", JobState.FAILED), ("carl-0", None)]:
+        _, attempt, _ = store.begin_attempt(name, lambda i, n=name: home.attempt_log(n, i), [], "host")
+        store.attempt_running(name, attempt, 1, 0.0)
+        if state is not None:
+            store.end_attempt(name, attempt, exit_code=0, attempt_reason="done", state=state, reason=None)
+    window_start = store.job("old-0").stopped_at
+    assert store.job("ann-0").stopped_at > window_start
+    store.insert(dataclasses.replace(spec("dan-1"), owner="dan", share_identifier="dan"), 1, None)
+
+    # old ended before the window; ann ended within it; bob waits; carl runs; dan has a job just submitted
+    assert store.active_shares("q", window_start) == {"ann", "bob", "carl", "dan"}
+    assert store.active_shares("r", window_start) == {"eve"}

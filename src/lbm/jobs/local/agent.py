@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbm.jobs.local import daemon, runner
-from lbm.jobs.local.fair_share import decayed_usage, jobs_to_start
+from lbm.jobs.local.fair_share import decay_window, decayed_usage, jobs_to_start
 from lbm.jobs.local.home import LocalHome
 from lbm.jobs.local.processes import process_start_time, signal_attempt
 from lbm.jobs.local.store import JobStore
@@ -44,7 +44,6 @@ log = logging.getLogger("lbm.agent")
 
 POLL_S = 5.0
 STOP_GRACE_S = 10.0
-USAGE_HORIZON_DECAYS = 10
 
 
 @dataclass
@@ -289,18 +288,19 @@ class Agent:
                 queued = self.store.runnable(queue.name)
                 if not queued:
                     continue
-                since = now - USAGE_HORIZON_DECAYS * queue.share_decay_seconds
+                window = decay_window(queue.share_decay_seconds)
                 intervals: dict[str, list[tuple[float, float | None, int]]] = {}
-                for share, start, stop, instances in self.store.usage_intervals(queue.name, since):
+                for share, start, stop, instances in self.store.usage_intervals(queue.name, now - window):
                     intervals.setdefault(share, []).append((start, stop, instances))
-                usage = {s: decayed_usage(i, now, queue.share_decay_seconds) for s, i in intervals.items()}
+                usage = {s: decayed_usage(i, now, window) for s, i in intervals.items()}
                 chosen = jobs_to_start(
                     queued,
                     capacity=queue.capacity,
-                    running=held,
+                    in_use=sum(held.values()),
                     usage=usage,
                     weights=queue.weight_factors,
                     compute_reservation=queue.compute_reservation,
+                    active_shares=self.store.active_shares(queue.name, now - window),
                 )
                 gpu_pool = region.devices.get(queue.instance_type)
                 for job in chosen:

@@ -1,17 +1,34 @@
 """Fair-share placement as AWS Batch defines it, as pure functions of a queue's state.
 
-Each share identifier (a team, else an owner) is entitled to capacity in inverse proportion to its weight
-factor (a lower weight gets more). The next job comes from the share with the least weighted use: first the
-instances it holds now, then its past instance-seconds decayed over `shareDecaySeconds`. Within a share,
-higher priority goes first, then first come. `computeReservation` (a percentage, as in AWS Batch) holds back
-`capacity * (reservation/100) ** active_shares` instances for shares that have nothing running yet.
+The rules (AWS Batch User Guide, "Fair-share scheduling policies"; API reference, FairsharePolicy and
+ShareAttributes), in instances where AWS counts vCPUs:
+
+- Each share identifier has one usage figure: the instance-seconds of its running and recently finished
+  jobs, decayed over the share decay window. Its weight factor multiplies that usage (a lower weight gets a
+  larger share) and the share with the least weighted usage goes next; on a tie, the share whose next job
+  was submitted first.
+- Within a share, a higher scheduling priority goes first, then first come.
+- A share is active while it has jobs SUBMITTED through RUNNING, and until the decay window has passed since
+  its last job ended. `computeReservation` keeps `capacity * (computeReservation/100) ** active_shares`
+  instances (rounded down) for shares that are not active.
+- The next job in that order waits at the head of the queue until enough instances are free, and the jobs
+  behind it wait too, so a wide job is not starved by narrow ones.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+
+MIN_DECAY_WINDOW_S = 600
+MAX_SHARE_DECAY_S = 604800
+MAX_COMPUTE_RESERVATION = 99
+MIN_WEIGHT_FACTOR = 0.0001
+MAX_WEIGHT_FACTOR = 999.9999
+DEFAULT_WEIGHT_FACTOR = 1.0
+PREFIX_WILDCARD = "*"
 
 
 @dataclass(frozen=True)
@@ -25,94 +42,79 @@ class QueuedJob:
     slots: int = 1
 
 
-def decayed_usage(intervals: Iterable[tuple[float, float | None, int]], now: float, decay_s: float) -> float:
-    """Instance-seconds of `(start, stop or None if running, instances)` intervals, decayed exponentially.
+def decay_window(share_decay_seconds: float) -> float:
+    """The usage window of a `shareDecaySeconds` value: 0, or anything shorter, means the 600 s minimum."""
+    return float(max(share_decay_seconds, MIN_DECAY_WINDOW_S))
 
-    A second of use `age` seconds ago counts `exp(-age / decay_s)`; with `decay_s == 0` the past is ignored.
+
+def decayed_usage(intervals: Iterable[tuple[float, float | None, int]], now: float, window: float) -> float:
+    """Instance-seconds of `(start, stop or None while running, instances)` intervals, decayed over `window`.
+
+    A second of use `age` seconds ago counts `1 - age / window`; use older than the window counts nothing.
     """
-    if decay_s <= 0:
-        return 0.0
     total = 0.0
     for start, stop, instances in intervals:
-        end = now if stop is None else min(stop, now)
-        if end <= start:
+        newest_age = now - (now if stop is None else min(stop, now))
+        oldest_age = min(now - start, window)
+        if oldest_age <= newest_age:
             continue
-        total += instances * decay_s * (math.exp(-(now - end) / decay_s) - math.exp(-(now - start) / decay_s))
+        total += instances * (oldest_age - newest_age - (oldest_age**2 - newest_age**2) / (2 * window))
     return total
 
 
-def reserved_slots(capacity: int, compute_reservation: float, active_shares: int) -> int:
-    """Instances kept for shares with nothing running, given how many shares are active."""
-    if compute_reservation <= 0 or active_shares == 0:
-        return 0
-    return math.floor(capacity * (compute_reservation / 100.0) ** active_shares)
+def weight_factor(share: str, weights: Mapping[str, float]) -> float:
+    """The share's weight: its own entry, else the `prefix*` entry it starts with, else 1."""
+    if share in weights:
+        return weights[share]
+    for key, weight in weights.items():
+        if key.endswith(PREFIX_WILDCARD) and share.startswith(key[: -len(PREFIX_WILDCARD)]):
+            return weight
+    return DEFAULT_WEIGHT_FACTOR
+
+
+def reserved_instances(capacity: int, compute_reservation: float, active_shares: int) -> int:
+    """Instances kept for shares that are not active, given how many are."""
+    return math.floor(capacity * (Fraction(compute_reservation) / 100) ** active_shares)
 
 
 def fair_share_order(
     queued: Sequence[QueuedJob],
     *,
-    running: Mapping[str, int] | None = None,
     usage: Mapping[str, float] | None = None,
     weights: Mapping[str, float] | None = None,
 ) -> list[QueuedJob]:
-    """Every queued job in the order it should start, as if each started job kept its instances."""
-    return _dispatch(
-        queued, running or {}, usage or {}, weights or {}, capacity=None, compute_reservation=0.0
+    """Every queued job in the order it goes next, given each share's decayed usage."""
+    usage, weights = usage or {}, weights or {}
+    by_share: dict[str, list[QueuedJob]] = {}
+    for job in sorted(queued, key=lambda j: (-j.priority, j.seq)):
+        by_share.setdefault(job.share, []).append(job)
+    shares = sorted(
+        by_share, key=lambda s: (weight_factor(s, weights) * usage.get(s, 0.0), by_share[s][0].seq)
     )
+    return [job for share in shares for job in by_share[share]]
 
 
 def jobs_to_start(
     queued: Sequence[QueuedJob],
     *,
     capacity: int,
-    running: Mapping[str, int] | None = None,
+    in_use: int = 0,
     usage: Mapping[str, float] | None = None,
     weights: Mapping[str, float] | None = None,
     compute_reservation: float = 0.0,
+    active_shares: Collection[str] = (),
 ) -> list[QueuedJob]:
-    """The queued jobs to start now, in order, within `capacity` instances and the compute reservation.
+    """The queued jobs to start now, in order, within the instances that are free and not reserved.
 
-    When the next job in fair-share order does not fit in the free capacity, nothing after it starts
-    (so a large job is not starved by small ones).
+    `in_use` is the instances held by running jobs; `active_shares` the shares active besides those with
+    queued jobs (running, or their last job ended within the decay window).
     """
-    return _dispatch(queued, running or {}, usage or {}, weights or {}, capacity, compute_reservation)
-
-
-def _dispatch(
-    queued: Sequence[QueuedJob],
-    running: Mapping[str, int],
-    usage: Mapping[str, float],
-    weights: Mapping[str, float],
-    capacity: int | None,
-    compute_reservation: float,
-) -> list[QueuedJob]:
-    by_share: dict[str, list[QueuedJob]] = {}
-    for job in sorted(queued, key=lambda j: (-j.priority, j.seq)):
-        by_share.setdefault(job.share, []).append(job)
-    held = {share: n for share, n in running.items() if n > 0}
-    in_use = sum(held.values())
-    blocked: set[str] = set()
+    active = len({*active_shares, *(job.share for job in queued)})
+    free = capacity - reserved_instances(capacity, compute_reservation, active) - in_use
     chosen: list[QueuedJob] = []
-
-    def rank(share: str) -> tuple[float, float, int]:
-        weight = weights.get(share, 1.0)
-        return (weight * held.get(share, 0), weight * usage.get(share, 0.0), by_share[share][0].seq)
-
-    while True:
-        open_shares = [s for s, jobs in by_share.items() if jobs and s not in blocked]
-        if not open_shares:
-            return chosen
-        share = min(open_shares, key=rank)
-        job = by_share[share][0]
-        if capacity is not None:
-            if in_use + job.slots > capacity:
-                return chosen
-            if share in held:
-                limit = capacity - reserved_slots(capacity, compute_reservation, len(held))
-                if in_use + job.slots > limit:
-                    blocked.add(share)
-                    continue
-        by_share[share].pop(0)
-        held[share] = held.get(share, 0) + job.slots
-        in_use += job.slots
+    for job in fair_share_order(queued, usage=usage, weights=weights):
+        if job.slots > free:
+            break
         chosen.append(job)
+        free -= job.slots
+    return chosen

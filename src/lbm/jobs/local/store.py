@@ -323,6 +323,17 @@ class JobStore:
             )
         ]
 
+    def active_shares(self, queue: str, since: float) -> set[str]:
+        """Shares of `queue` with jobs SUBMITTED through RUNNING, or whose last job ended after `since`."""
+        return {
+            r["share"]
+            for r in self._db.execute(
+                "SELECT DISTINCT share FROM jobs"
+                " WHERE queue = ? AND (state IN (?, ?, ?, ?, ?) OR stopped_at > ?)",
+                (queue, *(s.value for s in (*QUEUED, *ACTIVE)), since),
+            )
+        }
+
     def busy_devices(self) -> set[int]:
         busy: set[int] = set()
         for row in self._db.execute(
