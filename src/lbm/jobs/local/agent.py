@@ -289,8 +289,9 @@ class Agent:
                 if not queued:
                     continue
                 window = decay_window(queue.share_decay_seconds)
+                since = now - window
                 intervals: dict[str, list[tuple[float, float | None, int]]] = {}
-                for share, start, stop, instances in self.store.usage_intervals(queue.name, now - window):
+                for share, start, stop, instances in self.store.usage_intervals(queue.name, since):
                     intervals.setdefault(share, []).append((start, stop, instances))
                 usage = {s: decayed_usage(i, now, window) for s, i in intervals.items()}
                 chosen = jobs_to_start(
@@ -300,7 +301,7 @@ class Agent:
                     usage=usage,
                     weights=queue.weight_factors,
                     compute_reservation=queue.compute_reservation,
-                    active_shares=self.store.active_shares(queue.name, now - window),
+                    active_shares=self.store.active_shares(queue.name, since),
                 )
                 gpu_pool = region.devices.get(queue.instance_type)
                 for job in chosen:

@@ -54,8 +54,8 @@ def decayed_usage(intervals: Iterable[tuple[float, float | None, int]], now: flo
     """
     total = 0.0
     for start, stop, instances in intervals:
-        newest_age = now - (now if stop is None else min(stop, now))
-        oldest_age = min(now - start, window)
+        end = now if stop is None else min(stop, now)
+        newest_age, oldest_age = now - end, min(now - start, window)
         if oldest_age <= newest_age:
             continue
         total += instances * (oldest_age - newest_age - (oldest_age**2 - newest_age**2) / (2 * window))
