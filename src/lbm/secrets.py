@@ -11,6 +11,8 @@ from typing import AnyStr
 WANDB_HOST = "api.wandb.ai"
 REDACTED = "[REDACTED]"
 SECRET_ENV_NAMES = ("WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Secrets a job gets from its submitter only, never from the environment of the process that starts it.
+SUBMITTER_SECRET_NAMES = ("WANDB_API_KEY",)
 
 
 def wandb_api_key() -> str | None:

@@ -9,11 +9,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from local_setup import LocalSetup, process_gone, wait_for
+from local_setup import ENDED, LocalSetup, process_gone, wait_for
 
 from lbm.errors import LbmError
 from lbm.jobs.backend import JobNameTaken
-from lbm.jobs.model import JobState, StatusReason
+from lbm.jobs.local import daemon
+from lbm.jobs.local.agent import LOST_SECRETS_NOTE
+from lbm.jobs.model import JobState, Queue, StatusReason
 
 FAKE_KEY = "wandb-fake-0123456789abcdef0123456789abcdef"
 OTHER_KEY = "wandb-other-fedcba9876543210fedcba9876543210"
@@ -205,8 +207,6 @@ def test_bad_submission_queues_nothing(local: LocalSetup, fields: dict, message:
 
 
 def test_gpu_jobs_get_their_own_devices(isolated_env: Path, tmp_path: Path):
-    from lbm.jobs.model import Queue
-
     setup = LocalSetup(isolated_env, [Queue("gpus", "gpu-test", 3), Queue("cpus", "cpu", 1)])
     setup.devices = {"gpu-test": (0, 1, 2)}
     try:
@@ -261,7 +261,7 @@ def _files_containing(root: Path, secrets: list[str]) -> list[str]:
 
 
 def test_wandb_key_reaches_the_job_but_no_file(local: LocalSetup):
-    # The first submit starts the agent (the key travels in its environment); the second is handed over.
+    # The first submit starts the agent and hands the key over once it listens; the second finds it running.
     local.submit("ann-first", HASH_KEY, secrets={"WANDB_API_KEY": FAKE_KEY})
     local.wait_ended("ann-first")
     local.submit("ann-second", HASH_KEY, secrets={"WANDB_API_KEY": OTHER_KEY})
@@ -277,3 +277,54 @@ def test_wandb_key_reaches_the_job_but_no_file(local: LocalSetup):
         assert digest == hashlib.sha256(key.encode()).hexdigest()
         assert list(local.backend.logs(job.name)) == ["my key is [REDACTED]"]
     assert _files_containing(local.root, [FAKE_KEY, OTHER_KEY]) == []
+
+
+FIND_KEY = """
+import json, os, pathlib
+from lbm.secrets import wandb_api_key
+found = {"env": os.environ.get("WANDB_API_KEY"), "env or netrc": wandb_api_key()}
+pathlib.Path(os.environ["LBM_OUTPUT_DIR"], "key.json").write_text(json.dumps(found))
+"""
+
+
+def test_a_job_submitted_without_a_key_gets_none_from_the_agent(
+    local: LocalSetup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Ann's environment has a key and a ~/.netrc with another; her submit starts the agent in it.
+    ann_home = tmp_path / "ann"
+    ann_home.mkdir()
+    (ann_home / ".netrc").write_text(f"machine api.wandb.ai login ann password {OTHER_KEY}\n")
+    (ann_home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(ann_home))
+    monkeypatch.delenv("NETRC")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    local.submit("ann-keyed", FIND_KEY, secrets={"WANDB_API_KEY": FAKE_KEY}, queue="wide")
+    local.wait_state("ann-keyed", [JobState.RUNNING, *ENDED])
+
+    local.submit("bob-keyless", FIND_KEY, owner="bob", queue="wide")
+
+    found = {}
+    for name in ("ann-keyed", "bob-keyless"):
+        assert local.wait_ended(name).state == JobState.SUCCEEDED, list(local.backend.logs(name))
+        found[name] = json.loads((local.home.output_dir(name) / "key.json").read_text())
+    assert found == {
+        "ann-keyed": {"env": FAKE_KEY, "env or netrc": FAKE_KEY},
+        "bob-keyless": {"env": None, "env or netrc": None},
+    }
+
+
+def test_a_key_lost_in_an_agent_restart_is_not_replaced_by_the_agents_own(
+    local: LocalSetup, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("WANDB_API_KEY", OTHER_KEY)  # in the environment of every agent started here
+    local.submit("ann-waits", FIND_KEY, secrets={"WANDB_API_KEY": FAKE_KEY}, queue="held")
+    local.kill_agent()  # the handed-over key was in its memory only
+    opened = local.region([Queue("solo", "cpu", 1), Queue("wide", "cpu", 4), Queue("held", "cpu", 1)])
+    local.backend.store.save_region(opened.name, opened.to_dict())
+
+    daemon.ensure_agent(local.home)
+
+    assert local.wait_ended("ann-waits").state == JobState.SUCCEEDED
+    found = json.loads((local.home.output_dir("ann-waits") / "key.json").read_text())
+    assert found == {"env": None, "env or netrc": None}
+    assert list(local.backend.logs("ann-waits")) == [LOST_SECRETS_NOTE.decode().rstrip("\n")]

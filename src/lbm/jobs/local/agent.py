@@ -6,11 +6,12 @@ process in its own session (see `lbm.jobs.local.runner`) that outlives the agent
 the attempts still running (their runner holds the attempt lock) and settles the finished ones from their
 exit files, so no job is lost and none runs twice.
 
-Secrets: a submitter hands a job's secrets (e.g. WANDB_API_KEY) to the agent over the FIFO, before the job is
-in the store; the agent keeps them in memory only, puts them in the attempt's environment and redacts them
-from the attempt log and the output archive. A job whose secrets the agent never got (it restarted, or
-the hand-over failed) gets the agent's own: its environment (a submitter that starts the agent passes its
-secrets there) and ~/.netrc, through `lbm.secrets.wandb_api_key`.
+Secrets are per job: a submitter hands a job's secrets (its W&B key) to the agent over the FIFO, before the
+job is in the store; the agent keeps them in memory only, puts them in that job's attempts' environment and
+redacts them from the attempt log and the output archive. A job never gets the agent's own W&B key: the
+agent's WANDB_API_KEY is left out of every attempt's environment and NETRC points at /dev/null, so neither
+the job nor W&B reads a ~/.netrc. A job whose secrets were lost (the agent restarted before it started)
+runs without them, with a note in its log.
 """
 
 from __future__ import annotations
@@ -37,13 +38,17 @@ from lbm.jobs.local.store import JobStore
 from lbm.jobs.local.wakeup import WakeupReader
 from lbm.jobs.model import JobSpec, JobState, StatusReason
 from lbm.notify.slack import JobEvent, SlackNotifier
-from lbm.secrets import secret_env_names, wandb_api_key
+from lbm.secrets import SUBMITTER_SECRET_NAMES, secret_env_names, wandb_api_key
 from lbm.site import Region
 
 log = logging.getLogger("lbm.agent")
 
 POLL_S = 5.0
 STOP_GRACE_S = 10.0
+LOST_SECRETS_NOTE = (
+    b"lbm: the secrets given with this job (its W&B key) were lost when the agent restarted before it "
+    b"started; it runs without them\n"
+)
 
 
 @dataclass
@@ -322,18 +327,17 @@ class Agent:
         except LookupError:
             return
         self._take_handovers()
-        secrets = self.secrets.get((name, handoff or ""))
-        if secrets is None:
-            key = wandb_api_key()
-            secrets = {"WANDB_API_KEY": key} if key else {}
+        secrets = self.secrets.get((name, handoff), {}) if handoff else {}
         output_dir = self.home.output_dir(name)
         self.home.logs_dir(name).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.env}
+        env = {k: v for k, v in os.environ.items() if k not in SUBMITTER_SECRET_NAMES}
+        env.update(spec.env)
         env.update(
             LBM_OUTPUT_DIR=str(output_dir),
             LBM_ARTIFACT_URI=spec.artifact_uri,
             LBM_JOB_NAME=name,
             LBM_ATTEMPT=str(index),
+            NETRC=os.devnull,
             PYTHONUNBUFFERED="1",
         )
         env.update(secrets)
@@ -347,6 +351,9 @@ class Agent:
         log_path = self.home.attempt_log(name, index)
         try:
             with open(log_path, "ab") as attempt_log:
+                if handoff and not secrets:
+                    attempt_log.write(LOST_SECRETS_NOTE)
+                    attempt_log.flush()
                 process = subprocess.Popen(
                     argv,
                     env=env,

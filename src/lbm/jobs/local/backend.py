@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from lbm.errors import LbmError
-from lbm.jobs.local import daemon, wakeup
+from lbm.jobs.local import daemon
 from lbm.jobs.local.home import LocalHome
 from lbm.jobs.local.store import JobStore
 from lbm.jobs.model import Job, JobSpec, JobState, Queue, QueueUsage, StatusReason
@@ -63,10 +63,10 @@ class LocalBackend:
             self.store.save_region(self.region.name, self.region.to_dict())
             self._region_saved = True
         handoff = uuid.uuid4().hex if secrets else None
-        if handoff is None or not wakeup.hand_over(self.home.wake_fifo, spec.name, handoff, secrets):
-            daemon.ensure_agent(self.home, secrets)
+        if handoff is not None:
+            daemon.hand_over(self.home, spec.name, handoff, secrets)
         job = self.store.insert(spec, slots, handoff)
-        daemon.ensure_agent(self.home, secrets)
+        daemon.ensure_agent(self.home)
         return job
 
     def _slots(self, queue: Queue, spec: JobSpec) -> int:

@@ -74,19 +74,18 @@ def agent_pid(home: LocalHome) -> int | None:
         return None
 
 
-def start_agent(home: LocalHome, secrets: Mapping[str, str] | None = None) -> bool:
+def start_agent(home: LocalHome) -> bool:
     """Start `lbm agent --foreground` detached (own session, orphaned to init), logging to agent.log.
 
     The agent lock is taken here and handed to the new process, so there is never a moment when a second
-    agent could start. False when an agent already runs. `secrets` join the agent's environment: it uses
-    them for jobs whose secrets it was not handed.
+    agent could start. False when an agent already runs.
     """
     lock = acquire_agent_lock(home, write_pid=False)
     if lock is None:
         return False
     try:
         os.set_inheritable(lock, True)
-        env = {**os.environ, **(secrets or {}), "LBM_HOME": str(home.root)}
+        env = {**os.environ, "LBM_HOME": str(home.root)}
         argv = [sys.executable, "-m", "lbm.cli.main", "agent", "--foreground", "--lock-fd", str(lock)]
         # `sh` starts the agent in the background, prints its pid and exits: the agent is nobody's child here.
         started = subprocess.run(
@@ -106,10 +105,28 @@ def start_agent(home: LocalHome, secrets: Mapping[str, str] | None = None) -> bo
     return True
 
 
-def ensure_agent(home: LocalHome, secrets: Mapping[str, str] | None = None) -> None:
+def ensure_agent(home: LocalHome) -> None:
     """Wake the agent of `home`, starting one if none runs."""
     if not wakeup.send(home.wake_fifo):
-        start_agent(home, secrets)
+        start_agent(home)
+
+
+def hand_over(home: LocalHome, job: str, handoff: str, secrets: Mapping[str, str]) -> None:
+    """Give the agent of `home` the secrets of job `job` (token `handoff`), starting the agent if none runs.
+
+    LbmError when no agent listens within PID_WAIT_S seconds (the job must then not be queued: it would run
+    without its secrets).
+    """
+    deadline = time.monotonic() + PID_WAIT_S
+    started = False
+    while not wakeup.hand_over(home.wake_fifo, job, handoff, secrets):
+        if not agent_running(home):
+            if started:
+                raise LbmError(f"the agent of {home.root} exited as it started; see {home.agent_log}")
+            started = start_agent(home)  # False: another process started one, which will listen
+        elif time.monotonic() >= deadline:
+            raise LbmError(f"the agent of {home.root} is not listening; see {home.agent_log}")
+        time.sleep(0.01)
 
 
 def wait_agent_pid(home: LocalHome, wait_s: float = PID_WAIT_S) -> int | None:
