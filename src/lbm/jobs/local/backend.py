@@ -16,7 +16,7 @@ from pathlib import Path
 from lbm.errors import LbmError
 from lbm.jobs.local import daemon
 from lbm.jobs.local.home import LocalHome
-from lbm.jobs.local.store import JobStore
+from lbm.jobs.local.store import JobStore, unknown_job
 from lbm.jobs.model import Job, JobSpec, JobState, Queue, QueueUsage, StatusReason
 from lbm.secrets import SECRET_ENV_NAMES
 from lbm.site import Region
@@ -30,15 +30,29 @@ class LocalBackend:
 
     def __init__(self, home: Path, region: Region):
         self.home = LocalHome(Path(home))
+        self.home.check()
         self.region = region
         self._store: JobStore | None = None
         self._region_saved = False
 
     @property
     def store(self) -> JobStore:
+        """The job store, created when the home has none yet."""
         if self._store is None:
             self._store = JobStore(self.home.db)
         return self._store
+
+    def _existing_store(self) -> JobStore | None:
+        """The job store, or None when the home has none (a lookup creates nothing)."""
+        if self._store is None and not self.home.db.exists():
+            return None
+        return self.store
+
+    def _job(self, name: str) -> Job:
+        store = self._existing_store()
+        if store is None:
+            raise unknown_job(name)
+        return store.job(name)
 
     def close(self) -> None:
         if self._store is not None:
@@ -94,24 +108,24 @@ class LocalBackend:
         A running job is signalled at once (SIGTERM to its process group) and turns FAILED when its processes
         are gone (SIGKILL after a grace period); the job is returned as it is now.
         """
-        job = self.store.job(name)
+        job = self._job(name)
         if job.state.is_terminal:
             raise LbmError(f"job {name} has already ended ({job.state.value}); there is nothing to stop")
         if job.state.is_queued and self.store.cancel_queued(name, StatusReason.CANCELLED_IN_QUEUE):
             daemon.ensure_agent(self.home)
-            return self.store.job(name)
+            return self._job(name)
         if self.store.request_stop(name, reason):
             from lbm.jobs.local.processes import signal_attempt
 
             for attempt in self.store.active_attempts(name):
                 signal_attempt(attempt.pid, attempt.pid_started_at, signal.SIGTERM)
         daemon.ensure_agent(self.home)
-        return self.store.job(name)
+        return self._job(name)
 
     # --- looking -------------------------------------------------------------------------------------------
 
     def describe(self, name: str) -> Job:
-        job = self.store.job(name)
+        job = self._job(name)
         self._watch([job])
         return job
 
@@ -123,12 +137,14 @@ class LocalBackend:
         owner: str | None = None,
         limit: int | None = None,
     ) -> list[Job]:
-        jobs = self.store.jobs(queue=queue, states=states, owner=owner, limit=limit)
+        store = self._existing_store()
+        jobs = store.jobs(queue=queue, states=states, owner=owner, limit=limit) if store else []
         self._watch(jobs)
         return jobs
 
     def usage(self) -> list[QueueUsage]:
-        counts = self.store.counts()
+        store = self._existing_store()
+        counts = store.counts() if store else {}
         return [
             QueueUsage(q.name, q.instance_type, *counts.get(q.name, (0, 0)), capacity=q.capacity)
             for q in self.region.queues
@@ -143,7 +159,7 @@ class LocalBackend:
         The last TAIL_LINES lines, or all with `from_head`; with `follow`, keep yielding new lines (and the
         next attempt's) until the job has ended and everything is read.
         """
-        job = self.store.job(name)
+        job = self._job(name)
         if follow and not job.state.is_terminal:
             daemon.ensure_agent(self.home)
         paths = self._log_paths(job)
@@ -161,7 +177,7 @@ class LocalBackend:
         current = paths[-1] if paths else None
         pending = b""
         while True:
-            job = self.store.job(name)
+            job = self._job(name)
             paths = self._log_paths(job)
             if current is None and paths:
                 current, offset = paths[0], 0

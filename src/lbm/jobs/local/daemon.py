@@ -21,6 +21,7 @@ PID_WAIT_S = 10.0
 
 def acquire_agent_lock(home: LocalHome, *, write_pid: bool = True) -> int | None:
     """Take the agent lock (writing our pid in it); the held file descriptor, or None if an agent has it."""
+    home.check()
     home.root.mkdir(parents=True, exist_ok=True)
     fd = os.open(home.agent_lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:

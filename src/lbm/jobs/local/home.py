@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from lbm.errors import LbmError
 
 
 @dataclass(frozen=True)
@@ -11,6 +14,20 @@ class LocalHome:
     """Paths under one $LBM_HOME; each job's working directory is `runs/<job>/` (its LBM_OUTPUT_DIR)."""
 
     root: Path
+
+    def check(self) -> None:
+        """LbmError when the home is (under) a file, on a read-only mount or not writable; creates nothing."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        fix = "set $LBM_HOME to a folder you can write to"
+        if not existing.is_dir():
+            where = "is a file" if existing == self.root else f"is under a file ({existing})"
+            raise LbmError(f"the lbm home {self.root} {where}, not a folder; {fix}")
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            raise LbmError(f"the lbm home {self.root} is on a read-only mount; {fix}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise LbmError(f"the lbm home {self.root} is not writable by you; {fix}")
 
     @property
     def db(self) -> Path:

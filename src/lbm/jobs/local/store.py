@@ -83,6 +83,10 @@ class ActiveAttempt:
     stop_reason: str | None
 
 
+def unknown_job(name: str) -> LbmError:
+    return LbmError(f"no job named {name!r} (list jobs with `sagey ls`)")
+
+
 def spec_to_json(spec: JobSpec) -> str:
     return json.dumps(dataclasses.asdict(spec), sort_keys=True)
 
@@ -161,7 +165,7 @@ class JobStore:
     def job(self, name: str) -> Job:
         jobs = self._jobs("WHERE name = ?", [name])
         if not jobs:
-            raise LbmError(f"no job named {name!r} (list jobs with `sagey ls`)")
+            raise unknown_job(name)
         return jobs[0]
 
     def jobs(
