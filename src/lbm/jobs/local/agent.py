@@ -17,7 +17,6 @@ runs without them, with a note in its log.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import select
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbm.jobs.local import daemon, runner
+from lbm.jobs.local.crash_points import CrashPoints
 from lbm.jobs.local.fair_share import decay_window, decayed_usage, jobs_to_start
 from lbm.jobs.local.home import LocalHome
 from lbm.jobs.local.processes import process_start_time, signal_attempt
@@ -45,6 +45,8 @@ log = logging.getLogger("lbm.agent")
 
 POLL_S = 5.0
 STOP_GRACE_S = 10.0
+# The outcome of an attempt whose runner never started its command (the agent died as it spawned it).
+NEVER_STARTED = "never started"
 LOST_SECRETS_NOTE = (
     b"lbm: the secrets given with this job (its W&B key) were lost when the agent restarted before it "
     b"started; it runs without them\n"
@@ -96,11 +98,12 @@ class Agent:
 
     def run(self, lock: int | None = None) -> int:
         """Serve until asked to exit; `lock` is the agent lock if the caller already holds it."""
+        self.crash_points = CrashPoints.from_environment()
         lock = daemon.acquire_agent_lock(self.home) if lock is None else lock
         if lock is None:
             log.info("another agent already serves %s", self.home.root)
             return 0
-        self.store = JobStore(self.home.db)
+        self.store = JobStore(self.home.db, self.crash_points)
         self.wakeups = WakeupReader(self.home.wake_fifo)
         self._notify_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify")
         self._archive_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive")
@@ -169,7 +172,7 @@ class Agent:
             log.info("adopted job %s attempt %d (pid %s)", active.job, active.index, active.pid)
 
     def _exit_of(self, t: Tracked) -> int | str | None:
-        """The attempt's exit code, `runner.LOST`, or None while it runs."""
+        """The attempt's exit code, `runner.LOST`, NEVER_STARTED, or None while it runs."""
         exit_path = self.home.attempt_exit(t.job, t.index)
         if t.process is not None:
             returncode = t.process.poll()
@@ -182,29 +185,27 @@ class Agent:
         recorded = runner.read_exit(exit_path)
         if recorded is not None:
             return recorded
-        lock_path = self.home.attempt_lock(t.job, t.index)
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.home.logs_dir(t.job).mkdir(parents=True, exist_ok=True)
+        lock = runner.lock_attempt(self.home, t.job, t.index, wait=False)
+        if lock is None:
+            if t.pid is None:
+                self._note_runner_pid(t)
+            return None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if t.pid is None:
-                    self._note_runner_pid(t, fd)
-                return None
             recorded = runner.read_exit(exit_path)
-            if recorded is None:
-                runner.write_exit(exit_path, runner.LOST)
-                return runner.LOST
-            return recorded
+            if recorded is not None:
+                return recorded
+            if runner.runner_pid(self.home, t.job, t.index) is None:
+                return NEVER_STARTED
+            runner.write_exit(exit_path, runner.LOST)
+            return runner.LOST
         finally:
-            os.close(fd)
+            os.close(lock)
 
-    def _note_runner_pid(self, t: Tracked, lock_fd: int) -> None:
+    def _note_runner_pid(self, t: Tracked) -> None:
         """An adopted attempt that was STARTING: take the pid its runner wrote in the lock file."""
-        try:
-            pid = int(os.pread(lock_fd, 32, 0).split()[0])
-        except (ValueError, IndexError):
+        pid = runner.runner_pid(self.home, t.job, t.index)
+        if pid is None:
             return
         started = process_start_time(pid)
         if started is not None:
@@ -217,10 +218,14 @@ class Agent:
         for t in list(self.tracked.values()):
             outcome = self._exit_of(t)
             if outcome is not None:
+                self.crash_points.reach("exit-file-written")
                 self._finish(t, outcome)
 
     def _finish(self, t: Tracked, outcome: int | str) -> None:
         del self.tracked[t.job]
+        if outcome == NEVER_STARTED and self.store.unclaim(t.job, t.index):
+            log.info("job %s attempt %d never started; the job waits to start again", t.job, t.index)
+            return
         current = self.store.active_attempts(t.job)
         stop_reason = current[0].stop_reason if current else None
         timed_out = bool(current) and current[0].status_reason == StatusReason.TIMED_OUT
@@ -346,8 +351,9 @@ class Agent:
         elif region.devices:
             env["CUDA_VISIBLE_DEVICES"] = ""
         redact_names = sorted({*secrets, *secret_env_names(env)})
+        lock = runner.lock_attempt(self.home, name, index)
         argv = [sys.executable, "-m", "lbm.jobs.local.runner", str(self.home.root), name, str(index)]
-        argv += ["--redact", ",".join(redact_names), "--", *lbm_argv(spec.command)]
+        argv += ["--lock-fd", str(lock), "--redact", ",".join(redact_names), "--", *lbm_argv(spec.command)]
         log_path = self.home.attempt_log(name, index)
         try:
             with open(log_path, "ab") as attempt_log:
@@ -362,6 +368,7 @@ class Agent:
                     stdout=attempt_log,
                     stderr=attempt_log,
                     start_new_session=True,
+                    pass_fds=(lock,),
                 )
         except OSError as error:
             log.error("job %s: cannot start the attempt runner: %s", name, error.strerror)
@@ -375,6 +382,9 @@ class Agent:
             )
             self._notify(spec, JobState.FAILED, f"cannot start: {error.strerror}")
             return
+        finally:
+            os.close(lock)
+        self.crash_points.reach("runner-spawned")
         started = process_start_time(process.pid) or time.time()
         self.tracked[name] = Tracked(
             job=name,

@@ -1,12 +1,14 @@
 """Runs one attempt of a job and records how it ended, whether or not the agent is still alive.
 
-`python -m lbm.jobs.local.runner HOME JOB ATTEMPT [--redact NAME,...] -- COMMAND...`, started by the agent as
-the leader of a new session (so the attempt is one process group). It holds `attempt-<n>.lock` for its whole
-life, copies the command's output into `attempt-<n>.log` with the values of the named environment variables
-redacted, then writes the exit code to `attempt-<n>.exit` (temp file + rename), wakes the agent, and kills
-what is left of its process group. SIGTERM reaches the command through the group; the runner itself outlives
-it to record the exit code. If it finds the exit file already written (the agent gave the attempt up before
-it started), it runs nothing.
+`python -m lbm.jobs.local.runner HOME JOB ATTEMPT [--lock-fd FD] [--redact NAME,...] -- COMMAND...`, started
+by the agent as the leader of a new session (so the attempt is one process group). It holds
+`attempt-<n>.lock` for its whole life (the agent takes it before starting the runner and hands it down as
+FD, so it is held from before the runner exists), writes its pid there before it starts the command, copies
+the command's output into `attempt-<n>.log` with the values of the named environment variables redacted,
+then writes the exit code to `attempt-<n>.exit` (temp file + rename), wakes the agent, and kills what is left
+of its process group. SIGTERM reaches the command through the group; the runner itself outlives it to record
+the exit code. If it finds the exit file already written (the agent gave the attempt up before it started),
+it runs nothing. A free lock with no pid in it thus means the command never started.
 """
 
 from __future__ import annotations
@@ -77,11 +79,35 @@ def copy_output(fd: int, log: int, secrets: Sequence[bytes], process: subprocess
     os.write(log, pending)
 
 
-def run_attempt(
-    home: LocalHome, job: str, attempt: int, command: Sequence[str], redact_names: Sequence[str]
-) -> int:
+def lock_attempt(home: LocalHome, job: str, attempt: int, *, wait: bool = True) -> int | None:
+    """The attempt's lock file, open and locked; None when `wait` is False and another process holds it."""
     lock = os.open(home.attempt_lock(job, attempt), os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(lock)
+        return None
+    return lock
+
+
+def runner_pid(home: LocalHome, job: str, attempt: int) -> int | None:
+    """The pid the attempt's runner wrote in its lock file (None: no runner got as far as its command)."""
+    try:
+        return int(home.attempt_lock(job, attempt).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_attempt(
+    home: LocalHome,
+    job: str,
+    attempt: int,
+    command: Sequence[str],
+    redact_names: Sequence[str],
+    lock: int | None = None,
+) -> int:
+    if lock is None:
+        lock = lock_attempt(home, job, attempt)
     exit_path = home.attempt_exit(job, attempt)
     if exit_path.exists():
         return 0
@@ -112,14 +138,16 @@ def run_attempt(
 def main(argv: Sequence[str]) -> int:
     if "--" not in argv or len(argv) < 5:
         print(
-            "usage: python -m lbm.jobs.local.runner HOME JOB ATTEMPT [--redact NAMES] -- COMMAND...",
+            "usage: python -m lbm.jobs.local.runner HOME JOB ATTEMPT [--lock-fd FD] [--redact NAMES]"
+            " -- COMMAND...",
             file=sys.stderr,
         )
         return 2
     split = list(argv).index("--")
     head, command = list(argv[:split]), list(argv[split + 1 :])
     names = head[head.index("--redact") + 1].split(",") if "--redact" in head else []
-    return run_attempt(LocalHome(Path(head[0])), head[1], int(head[2]), command, names)
+    lock = int(head[head.index("--lock-fd") + 1]) if "--lock-fd" in head else None
+    return run_attempt(LocalHome(Path(head[0])), head[1], int(head[2]), command, names, lock)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 
 from lbm.errors import LbmError
 from lbm.jobs.backend import JobNameTaken
+from lbm.jobs.local.crash_points import CrashPoints
 from lbm.jobs.local.fair_share import QueuedJob
 from lbm.jobs.model import Attempt, Job, JobSpec, JobState
 
@@ -101,10 +102,11 @@ def spec_from_json(text: str) -> JobSpec:
 
 
 class JobStore:
-    """Jobs and attempts in $LBM_HOME/jobs.sqlite."""
+    """Jobs and attempts in $LBM_HOME/jobs.sqlite; the agent's store reaches its crash points."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, crash_points: CrashPoints | None = None):
         self.path = path
+        self.crash_points = crash_points or CrashPoints()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -368,7 +370,25 @@ class JobStore:
                 "INSERT INTO attempts (job, idx, slots, devices, host, log_path) VALUES (?, ?, ?, ?, ?, ?)",
                 (name, index, row["slots"], ",".join(map(str, devices)), host, str(log_path(index))),
             )
+            self.crash_points.reach("claimed")
+        self.crash_points.reach("starting-written")
         return spec_from_json(row["spec"]), index, row["handoff"]
+
+    def unclaim(self, name: str, index: int) -> bool:
+        """Attempt `index`, whose runner never ran its command, is forgotten and its job RUNNABLE again.
+
+        False when the job is no longer starting or running, or was asked to stop (it ends as stopped).
+        """
+        marks = ", ".join("?" * len(ACTIVE))
+        with self._transaction():
+            moved = self._db.execute(
+                "UPDATE jobs SET state = ?, status_reason = NULL"
+                f" WHERE name = ? AND state IN ({marks}) AND stop_reason IS NULL",
+                (JobState.RUNNABLE.value, name, *(s.value for s in ACTIVE)),
+            ).rowcount
+            if moved:
+                self._db.execute("DELETE FROM attempts WHERE job = ? AND idx = ?", (name, index))
+        return bool(moved)
 
     def attempt_running(self, name: str, index: int, pid: int, pid_started_at: float) -> bool:
         """STARTING → RUNNING once the runner process exists; False when a stop came first."""
@@ -378,13 +398,14 @@ class JobStore:
                 "UPDATE attempts SET pid = ?, pid_started_at = ?, started_at = ? WHERE job = ? AND idx = ?",
                 (pid, pid_started_at, now, name, index),
             )
-            return bool(
-                self._db.execute(
-                    "UPDATE jobs SET state = ?, started_at = ?, status_reason = NULL"
-                    " WHERE name = ? AND state = ?",
-                    (JobState.RUNNING.value, now, name, JobState.STARTING.value),
-                ).rowcount
-            )
+            self.crash_points.reach("pid-recorded")
+            running = self._db.execute(
+                "UPDATE jobs SET state = ?, started_at = ?, status_reason = NULL"
+                " WHERE name = ? AND state = ?",
+                (JobState.RUNNING.value, now, name, JobState.STARTING.value),
+            ).rowcount
+        self.crash_points.reach("running-written")
+        return bool(running)
 
     def mark_attempt(self, name: str, index: int, reason: str) -> None:
         """Note why an attempt is being ended (e.g. timed out) before its process is gone."""
@@ -413,6 +434,9 @@ class JobStore:
                 "UPDATE jobs SET state = ?, status_reason = ?, stopped_at = ? WHERE name = ?",
                 (state.value, reason, stopped, name),
             )
+        self.crash_points.reach("settled")
+        if state is JobState.RUNNABLE:
+            self.crash_points.reach("retry-queued")
 
     def unarchived(self) -> list[Job]:
         """Finished jobs whose output archive is not written yet."""
