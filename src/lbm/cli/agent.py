@@ -30,9 +30,8 @@ def main(argv: Sequence[str]) -> int:
     if args.foreground:
         lock = daemon.adopt_agent_lock(args.lock_fd) if args.lock_fd else daemon.acquire_agent_lock(home)
         if lock is None:
-            raise LbmError(
-                f"an agent (pid {daemon.agent_pid(home)}) already serves {home.root}; stop it with --stop"
-            )
+            pid = daemon.wait_agent_pid(home)
+            raise LbmError(f"an agent (pid {pid}) already serves {home.root}; stop it with --stop")
         from lbm.jobs.local.agent import run_agent
 
         return run_agent(home, lock)

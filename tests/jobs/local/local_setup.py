@@ -88,6 +88,11 @@ class LocalSetup:
             **fields,
         )
 
+    def insert(self, name: str, code: str, **fields) -> None:
+        """Queue a job by writing it in the store directly, so that no agent starts."""
+        self.backend.store.save_region("local", self.region().to_dict())
+        self.backend.store.insert(self.spec(name, code, **fields), 1, None)
+
     def submit(self, name: str, code: str, *, secrets: dict[str, str] | None = None, **fields) -> Job:
         return self.backend.submit(self.spec(name, code, **fields), secrets or {})
 

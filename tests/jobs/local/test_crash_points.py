@@ -22,15 +22,6 @@ sys.exit(3 if os.environ["LBM_JOB_NAME"] == "ann-retried" and os.environ["LBM_AT
 """
 
 
-def queue_without_an_agent(local: LocalSetup, runs: Path, jobs: dict[str, int]) -> None:
-    """Jobs (name → retries) in queue `wide`, put in the store directly so that no agent starts yet."""
-    store = local.backend.store
-    store.save_region("local", local.region().to_dict())
-    code = RECORD_RUN.format(runs=str(runs))
-    for name, retries in jobs.items():
-        store.insert(local.spec(name, code, queue="wide", retries=retries), 1, None)
-
-
 def agent_dies_at(local: LocalSetup, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
     """Start an agent set to kill itself at `point`; return once it is gone (the setting is unset again)."""
     monkeypatch.setenv(crash_points.ENV, point)
@@ -46,7 +37,8 @@ def test_an_agent_killed_at_a_crash_point_is_replaced_and_every_job_ends_once(
     local: LocalSetup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
 ):
     runs = tmp_path / "runs"
-    queue_without_an_agent(local, runs, {"ann-once": 0, "ann-retried": 1})
+    local.insert("ann-once", RECORD_RUN.format(runs=str(runs)), queue="wide")
+    local.insert("ann-retried", RECORD_RUN.format(runs=str(runs)), queue="wide", retries=1)
     agent_dies_at(local, monkeypatch, point)
 
     assert daemon.start_agent(local.home)
@@ -65,7 +57,7 @@ def test_a_stop_asked_while_the_agent_was_dead_before_the_runner_started_ends_th
     local: LocalSetup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     runs = tmp_path / "runs"
-    queue_without_an_agent(local, runs, {"ann-once": 0})
+    local.insert("ann-once", RECORD_RUN.format(runs=str(runs)), queue="wide")
     agent_dies_at(local, monkeypatch, "starting-written")
     assert local.backend.store.job("ann-once").state == JobState.STARTING
 

@@ -29,12 +29,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from lbm.errors import LbmError
 from lbm.jobs.local import daemon, runner
 from lbm.jobs.local.crash_points import CrashPoints
 from lbm.jobs.local.fair_share import decay_window, decayed_usage, jobs_to_start
 from lbm.jobs.local.home import LocalHome
 from lbm.jobs.local.processes import process_start_time, signal_attempt
-from lbm.jobs.local.store import JobStore
+from lbm.jobs.local.store import JobStore, StoreDamaged
 from lbm.jobs.local.wakeup import WakeupReader
 from lbm.jobs.model import JobSpec, JobState, StatusReason
 from lbm.notify.slack import JobEvent, SlackNotifier
@@ -118,6 +119,10 @@ class Agent:
         while not self._stopping:
             try:
                 self.step()
+            except StoreDamaged:
+                raise  # serving it could only spread the damage: the agent exits with the message
+            except LbmError as error:  # e.g. the store's disk is full
+                log.error("scheduling pass failed: %s; retrying in %.0f s", error, self.poll_s)
             except Exception:  # noqa: BLE001 - a failed pass (e.g. a locked or full disk) is retried next time
                 log.exception("scheduling pass failed; retrying in %.0f s", self.poll_s)
             ready, _, _ = select.select([self.wakeups, wake_read], [], [], self._sleep_s())
@@ -126,6 +131,7 @@ class Agent:
         log.info("agent %d stopping; %d attempt(s) keep running", os.getpid(), len(self.tracked))
         self._notify_pool.shutdown(wait=True)
         self._archive_pool.shutdown(wait=True)
+        self.store.close()
         os.close(lock)
         return 0
 

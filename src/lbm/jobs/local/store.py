@@ -7,11 +7,12 @@ expect, so the agent and a stopper never both win a race.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,25 @@ CREATE TABLE IF NOT EXISTS regions (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 NEWEST_OBJECT = "jobs_by_state_seq"
 
 
+class StoreDamaged(LbmError):
+    """The store file is not a sound SQLite database: nothing more is read from or written to it."""
+
+
+_DAMAGED = (
+    "is damaged; lbm leaves it as it is: restore it from a backup or move it aside to start an empty one"
+)
+DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+# What a user is told when SQLite fails with one of these primary result codes (others are bugs).
+STORE_PROBLEMS = {
+    sqlite3.SQLITE_FULL: "cannot grow: its disk is full; free some space and try again (nothing was written)",
+    sqlite3.SQLITE_CORRUPT: _DAMAGED,
+    sqlite3.SQLITE_NOTADB: _DAMAGED,
+    sqlite3.SQLITE_READONLY: "cannot be written; check the permissions of it and its folder",
+    sqlite3.SQLITE_CANTOPEN: "cannot be opened; check the permissions of it and its folder",
+    sqlite3.SQLITE_IOERR: "cannot be read or written (an I/O error: is its disk full or failing?)",
+}
+
+
 @dataclass(frozen=True)
 class ActiveAttempt:
     """The current attempt of a STARTING or RUNNING job, as the agent needs it."""
@@ -110,23 +130,46 @@ class JobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout = 60000")
-        if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        newest = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (NEWEST_OBJECT,))
-        if newest.fetchone()[0] == 0:
-            self._db.executescript(SCHEMA)
+        with self._errors():
+            self._db.execute("PRAGMA busy_timeout = 60000")
+            if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            newest = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (NEWEST_OBJECT,))
+            if newest.fetchone()[0] == 0:
+                self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite failures a user can act on (full disk, damaged file, permissions) as one-line LbmErrors."""
+        try:
+            yield
+        except sqlite3.DatabaseError as error:
+            code = getattr(error, "sqlite_errorcode", -1) & 0xFF
+            if code not in STORE_PROBLEMS:
+                raise
+            kind = StoreDamaged if code in DAMAGED_CODES else LbmError
+            raise kind(f"the job store {self.path} {STORE_PROBLEMS[code]} ({error})") from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        with self._errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
     def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         with self._transaction():
             return self._db.execute(sql, tuple(params)).rowcount
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
 
     # --- regions (queue definitions the agent schedules against) --------------------------------------------
 
@@ -137,7 +180,10 @@ class JobStore:
             self._write("INSERT OR REPLACE INTO regions (name, data) VALUES (?, ?)", (name, text))
 
     def regions(self) -> dict[str, dict[str, Any]]:
-        return {r["name"]: json.loads(r["data"]) for r in self._db.execute("SELECT name, data FROM regions")}
+        with self._errors():
+            return {
+                r["name"]: json.loads(r["data"]) for r in self._db.execute("SELECT name, data FROM regions")
+            }
 
     # --- submitters and stoppers ---------------------------------------------------------------------------
 
@@ -195,6 +241,10 @@ class JobStore:
         return self._jobs(where, params, limit)
 
     def _jobs(self, where: str, params: list[Any], limit: int | None = None) -> list[Job]:
+        with self._errors():
+            return self._read_jobs(where, params, limit)
+
+    def _read_jobs(self, where: str, params: list[Any], limit: int | None) -> list[Job]:
         tail = f"{where} ORDER BY seq DESC" + (" LIMIT ?" if limit is not None else "")
         args = [*params, limit] if limit is not None else params
         rows = self._db.execute(f"SELECT * FROM jobs {tail}", args).fetchall()
@@ -250,15 +300,14 @@ class JobStore:
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Per queue: (instances held by starting or running jobs, queued jobs)."""
-        result: dict[str, tuple[int, int]] = {}
-        for row in self._db.execute(
-            "SELECT queue, sum(CASE WHEN state IN (?, ?) THEN slots ELSE 0 END) AS held,"
-            " sum(CASE WHEN state IN (?, ?, ?) THEN 1 ELSE 0 END) AS waiting FROM jobs"
-            " WHERE state IN (?, ?, ?, ?, ?) GROUP BY queue",
-            [s.value for s in (*ACTIVE, *QUEUED)] * 2,
-        ):
-            result[row["queue"]] = (row["held"], row["waiting"])
-        return result
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT queue, sum(CASE WHEN state IN (?, ?) THEN slots ELSE 0 END) AS held,"
+                " sum(CASE WHEN state IN (?, ?, ?) THEN 1 ELSE 0 END) AS waiting FROM jobs"
+                " WHERE state IN (?, ?, ?, ?, ?) GROUP BY queue",
+                [s.value for s in (*ACTIVE, *QUEUED)] * 2,
+            ).fetchall()
+        return {row["queue"]: (row["held"], row["waiting"]) for row in rows}
 
     def active_attempts(self, name: str | None = None) -> list[ActiveAttempt]:
         """The current attempts of starting or running jobs (of job `name` only, if given)."""
@@ -272,6 +321,8 @@ class JobStore:
         if name is not None:
             sql += " AND j.name = ?"
             params.append(name)
+        with self._errors():
+            rows = self._db.execute(sql, params).fetchall()
         return [
             ActiveAttempt(
                 job=r["name"],
@@ -283,7 +334,7 @@ class JobStore:
                 status_reason=r["status_reason"],
                 stop_reason=r["stop_reason"],
             )
-            for r in self._db.execute(sql, params)
+            for r in rows
         ]
 
     # --- the agent -----------------------------------------------------------------------------------------
@@ -446,17 +497,3 @@ class JobStore:
 
     def mark_archived(self, name: str) -> None:
         self._write("UPDATE jobs SET archived = 1 WHERE name = ?", (name,))
-
-
-class _Transaction:
-    """`with`: BEGIN IMMEDIATE … COMMIT (ROLLBACK on error)."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self._db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
