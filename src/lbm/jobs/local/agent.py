@@ -4,7 +4,9 @@ One agent runs per home (flock on agent.lock); submitters start it when none run
 FIFO (and SIGCHLD), with a slow poll as a fallback, so it uses no CPU while idle. Each attempt is a runner
 process in its own session (see `lbm.jobs.local.runner`) that outlives the agent; a restarted agent adopts
 the attempts still running (their runner holds the attempt lock) and settles the finished ones from their
-exit files, so no job is lost and none runs twice.
+exit files, so no job is lost and none runs twice. An attempt it finds claimed but never started (the lock
+free, no runner pid in it) goes back to its queue without using a retry. Tests kill the agent at named steps
+of an attempt's life through `lbm.jobs.local.crash_points`.
 
 Secrets are per job: a submitter hands a job's secrets (its W&B key) to the agent over the FIFO, before the
 job is in the store; the agent keeps them in memory only, puts them in that job's attempts' environment and
@@ -364,6 +366,7 @@ class Agent:
         try:
             with open(log_path, "ab") as attempt_log:
                 if handoff and not secrets:
+                    log.warning("job %s runs without its secrets: lost when the agent restarted", name)
                     attempt_log.write(LOST_SECRETS_NOTE)
                     attempt_log.flush()
                 process = subprocess.Popen(

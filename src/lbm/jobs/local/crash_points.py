@@ -10,7 +10,8 @@ The points, in the order an attempt meets them:
 - `runner-spawned`: the runner process exists and holds the attempt lock; its pid is not in the store
 - `pid-recorded`: the runner's pid is in the attempt row; the transaction (with RUNNING) is not committed
 - `running-written`: RUNNING is committed
-- `exit-file-written`: the agent has read the attempt's exit file and not yet settled the attempt
+- `exit-file-written`: the agent has found how the attempt ended (its exit file, or that its runner is gone)
+  and not yet settled it
 - `settled`: the attempt's end and the job's next state (SUCCEEDED, FAILED or RUNNABLE) are committed
 - `retry-queued`: as `settled`, reached only when the job went back to RUNNABLE for another attempt
 """
