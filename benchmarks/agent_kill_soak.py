@@ -105,6 +105,8 @@ class Findings:
 
 @dataclass
 class SoakReport:
+    """The figures of one soak and what its invariants found."""
+
     seed: int
     jobs: int
     kills: int
