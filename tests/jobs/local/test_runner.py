@@ -11,7 +11,15 @@ import pytest
 from local_setup import process_gone, wait_for
 
 from lbm.jobs.local.home import LocalHome
-from lbm.jobs.local.runner import LOST, exit_code_of, held_back, read_exit, write_exit
+from lbm.jobs.local.runner import (
+    LOST,
+    exit_code_of,
+    held_back,
+    lock_attempt,
+    read_exit,
+    runner_pid,
+    write_exit,
+)
 
 SECRET = "s3cr3t-value-0123456789"
 RUNNER = (sys.executable, "-m", "lbm.jobs.local.runner")
@@ -110,3 +118,37 @@ def test_runner_records_a_command_that_cannot_start(home: LocalHome):
 
     assert read_exit(home.attempt_exit("job", 0)) == 127
     assert "cannot start '/no/such/program'" in home.attempt_log("job", 0).read_text()
+
+
+def two_fields(path: Path) -> list[str] | None:
+    fields = path.read_text().split() if path.exists() else []
+    return fields if len(fields) == 2 else None
+
+
+def test_a_runner_handed_its_lock_holds_it_from_before_it_starts_and_records_its_pid(
+    home: LocalHome, tmp_path: Path
+):
+    go, seen, lock_file = tmp_path / "go", tmp_path / "seen", home.attempt_lock("job", 0)
+    code = (
+        "import os, pathlib, time\n"
+        f"recorded = pathlib.Path({str(lock_file)!r}).read_text()\n"
+        f"pathlib.Path({str(seen)!r}).write_text(f'{{os.getppid()}} {{recorded}}')\n"
+        f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.02)\n"
+    )
+    lock = lock_attempt(home, "job", 0)
+    argv = [*RUNNER, str(home.root), "job", "0", "--lock-fd", str(lock), "--", sys.executable, "-c", code]
+    runner = subprocess.Popen(argv, pass_fds=(lock,), start_new_session=True)
+    os.close(lock)  # as the agent does once the runner exists
+    try:
+        assert lock_attempt(home, "job", 0, wait=False) is None
+        parent, recorded = wait_for(lambda: two_fields(seen), "the command to report its parent and the pid")
+        assert int(parent) == int(recorded) == runner.pid == runner_pid(home, "job", 0)
+        assert lock_attempt(home, "job", 0, wait=False) is None
+    finally:
+        go.touch()
+        runner.wait(timeout=60)
+
+    assert read_exit(home.attempt_exit("job", 0)) == 0
+    free = lock_attempt(home, "job", 0, wait=False)
+    assert free is not None
+    os.close(free)

@@ -125,7 +125,7 @@ class Agent:
                 raise  # serving it could only spread the damage: the agent exits with the message
             except LbmError as error:  # e.g. the store's disk is full
                 log.error("scheduling pass failed: %s; retrying in %.0f s", error, self.poll_s)
-            except Exception:  # noqa: BLE001 - a failed pass (e.g. a locked or full disk) is retried next time
+            except Exception:  # noqa: BLE001 - a failed pass (e.g. a store locked too long) is retried next time
                 log.exception("scheduling pass failed; retrying in %.0f s", self.poll_s)
             ready, _, _ = select.select([self.wakeups, wake_read], [], [], self._sleep_s())
             if wake_read in ready:

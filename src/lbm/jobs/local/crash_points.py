@@ -6,7 +6,7 @@ environment, so neither its jobs nor an agent started after it inherit it; witho
 The points, in the order an attempt meets them:
 
 - `claimed`: the job's row says STARTING and the attempt row is inserted; the transaction is not committed
-- `starting-written`: STARTING and the attempt row are committed; no runner yet (the agent holds its lock)
+- `starting-written`: STARTING and the attempt row are committed; no attempt lock or runner yet
 - `runner-spawned`: the runner process exists and holds the attempt lock; its pid is not in the store
 - `pid-recorded`: the runner's pid is in the attempt row; the transaction (with RUNNING) is not committed
 - `running-written`: RUNNING is committed
