@@ -43,11 +43,8 @@ def main(argv: Sequence[str]) -> int:
         _wait_for(lambda: not daemon.agent_running(home), f"agent {pid} did not stop")
         print(f"stopped agent {pid} of {home.root}")
         return 0
-    if daemon.start_agent(home):
-        _wait_for(
-            lambda: daemon.agent_pid(home) is not None, f"the agent did not start; see {home.agent_log}"
-        )
-    print(f"agent {daemon.agent_pid(home)} serves {home.root} (log: {home.agent_log})")
+    daemon.until_listening(home)
+    print(f"agent {daemon.wait_agent_pid(home)} serves {home.root} (log: {home.agent_log})")
     return 0
 
 

@@ -168,6 +168,11 @@ def test_a_damaged_store_is_reported_and_left_as_it_is(local: LocalSetup, tmp_pa
         result = subprocess.run([BIN / argv[0], *argv[1:]], capture_output=True, text=True, timeout=60)
         damaged_store = f"the job store {local.home.db} is damaged; lbm leaves it as it is"
         one_line_error(result, damaged_store, log_lines=argv[0] == "lbm")
+    started = subprocess.run([BIN / "lbm", "agent"], capture_output=True, text=True, timeout=60)
+    one_line_error(
+        started, f"the agent of {local.home.root} exited as it started; see {local.home.agent_log}"
+    )
+    assert "is damaged; lbm leaves it as it is" in local.home.agent_log.read_text().splitlines()[-1]
     with pytest.raises(LbmError, match="is damaged"):
         local.submit("ann-new", code, queue="wide")
 

@@ -107,6 +107,7 @@ class Agent:
             log.info("another agent already serves %s", self.home.root)
             return 0
         self.store = JobStore(self.home.db, self.crash_points)
+        self.store.check_integrity()
         self.wakeups = WakeupReader(self.home.wake_fifo)
         self._notify_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify")
         self._archive_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive")

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from lbm.errors import LbmError
 from lbm.jobs.local import wakeup
@@ -115,12 +115,22 @@ def ensure_agent(home: LocalHome) -> None:
 def hand_over(home: LocalHome, job: str, handoff: str, secrets: Mapping[str, str]) -> None:
     """Give the agent of `home` the secrets of job `job` (token `handoff`), starting the agent if none runs.
 
-    LbmError when no agent listens within PID_WAIT_S seconds (the job must then not be queued: it would run
-    without its secrets).
+    LbmError when no agent listens (the job must then not be queued: it would run without its secrets).
     """
+    until_listening(home, lambda: wakeup.hand_over(home.wake_fifo, job, handoff, secrets))
+
+
+def until_listening(home: LocalHome, send: Callable[[], bool] | None = None) -> None:
+    """Send (by default, a poke) until the agent of `home` reads its FIFO, starting the agent if none runs.
+
+    LbmError when the agent it started exits at once, or an agent holds the lock but does not listen within
+    PID_WAIT_S seconds.
+    """
+    home.check()
+    send = send or (lambda: wakeup.send(home.wake_fifo))
     deadline = time.monotonic() + PID_WAIT_S
     started = False
-    while not wakeup.hand_over(home.wake_fifo, job, handoff, secrets):
+    while not send():
         if not agent_running(home):
             if started:
                 raise LbmError(f"the agent of {home.root} exited as it started; see {home.agent_log}")

@@ -142,6 +142,13 @@ class JobStore:
     def close(self) -> None:
         self._db.close()
 
+    def check_integrity(self) -> None:
+        """StoreDamaged when SQLite's quick check of the whole file finds a problem (it reads every page)."""
+        with self._errors():
+            found = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            raise StoreDamaged(f"the job store {self.path} {_DAMAGED} ({found[0]})")
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """SQLite failures a user can act on (full disk, damaged file, permissions) as one-line LbmErrors."""
