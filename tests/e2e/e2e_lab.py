@@ -215,7 +215,7 @@ class Lab:
             if launched.process.poll() is None:
                 launched.process.kill()
             launched.wait(timeout=30)
-        if self._backend is None:
+        if not self.home.db.exists():  # nothing was ever queued here, so no agent was started
             return
         for job in self.backend.list(states=[s for s in JobState if not s.is_terminal]):
             with contextlib.suppress(LbmError):  # it may have ended meanwhile
