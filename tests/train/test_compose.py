@@ -54,11 +54,16 @@ def test_tiny_config_has_the_diffusion_policy_structure():
 def test_overrides_set_add_delete_and_lists():
     cfg = compose_config(
         TINY,
-        ["training.num_epochs=5", "+training.note=hello", "~training.seed", "policy.down_dims=[64,128,256]"],
+        [
+            "training.num_epochs=5",
+            "+training.note=hello",
+            "~training.sample_every",
+            "policy.down_dims=[64,128,256]",
+        ],
     )
     assert cfg.training.num_epochs == 5
     assert cfg.training.note == "hello"
-    assert "seed" not in cfg.training
+    assert "sample_every" not in cfg.training
     assert list(cfg.policy.down_dims) == [64, 128, 256]
 
 

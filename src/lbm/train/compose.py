@@ -154,8 +154,10 @@ def compose_config(
     """The fully resolved training config `config_name` with `overrides` applied.
 
     Raises LbmError for an unknown config, a malformed override, an override of a key that does not exist
-    (without `+`), a value of the wrong kind (e.g. a non-numeric batch size) or a missing required value.
+    (without `+`), a value of the wrong kind (e.g. a non-numeric batch size), a missing required value, or
+    a value that breaks a rule of `lbm.train.config.schema` (e.g. a negative learning rate).
     """
+    from lbm.train.config.schema import check_config
     from lbm.train.legacy_targets import rewrite_legacy_targets
 
     in_package = _check_config_name(config_name, config_dir)
@@ -166,6 +168,7 @@ def compose_config(
     _check_types(base, cfg, parsed)
     _check_required(cfg)
     rewrite_legacy_targets(cfg)
+    check_config(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(cfg, False)
     return cfg
 

@@ -15,11 +15,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from lbm.errors import LbmError
+from lbm.train.config.schema import INFERENCE_SCHEDULERS, PREDICTION_TYPES
 from lbm.train.models.unet1d import ConditionalUnet1D
 from lbm.train.normalizer import LinearNormalizer
-
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-INFERENCE_SCHEDULERS = ("ddim", "ddpm")
 
 
 class DiffusionUnetLangPolicy(nn.Module):

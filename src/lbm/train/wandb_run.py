@@ -9,8 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lbm.errors import LbmError
-
-MODES = ("online", "offline", "disabled")
+from lbm.train.config.schema import LOGGING_MODES
 
 
 def run_id(name: str) -> str:
@@ -20,8 +19,8 @@ def run_id(name: str) -> str:
 
 def check_logging_mode(logging_cfg: DictConfig) -> None:
     mode = logging_cfg.get("mode", "disabled")
-    if mode not in MODES:
-        raise LbmError(f"logging.mode={mode!r} is not valid: use one of {', '.join(MODES)}")
+    if mode not in LOGGING_MODES:
+        raise LbmError(f"logging.mode={mode!r} is not valid: use one of {', '.join(LOGGING_MODES)}")
 
 
 def start_wandb(cfg: DictConfig, output_dir: Path) -> Any | None:
