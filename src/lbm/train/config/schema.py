@@ -344,6 +344,16 @@ class TrainingConfig(Section):
         return self
 
 
+# pydantic's wording of a broken rule, made short: "Input should be greater than 0" -> "must be > 0".
+_SUBJECTS = ("Input", "String", "List", "Dictionary")
+_WORDS = (
+    ("greater than or equal to", ">="),
+    ("less than or equal to", "<="),
+    ("greater than", ">"),
+    ("less than", "<"),
+)
+
+
 def check_config(config: Mapping[str, Any]) -> None:
     """LbmError, one line naming the key, its value and the rule, for the first value `config` gets wrong.
 
@@ -365,6 +375,6 @@ def describe(error: Mapping[str, Any]) -> str:
         message = message.removeprefix("Value error, ")
         if isinstance(error.get("input"), Mapping):
             return message
-    for subject in ("Input", "String", "List", "Dictionary"):
-        message = message.replace(f"{subject} should", "must")
+    for words, short in (*_WORDS, *((f"{subject} should", "must") for subject in _SUBJECTS)):
+        message = message.replace(words, short)
     return f"{key}={error.get('input')!r} is not valid: {message}"
