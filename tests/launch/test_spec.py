@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 
 from lbm.errors import LbmError
-from lbm.launch.spec import DEFAULT_CONFIG, LaunchSpec, launch_spec, read_launcher_file
+from lbm.launch.spec import LaunchSpec, launch_spec, read_launcher_file
 
 
 def test_defaults():
     spec = launch_spec({}, {})
-    assert spec.config_file == DEFAULT_CONFIG
+    assert spec.config_file is None  # plan() uses DEFAULT_CONFIG and says so
     assert (spec.instance_count, spec.nproc_per_node, spec.priority, spec.retries) == (1, 1, 0, 0)
     assert spec.max_runtime_s is None
 

@@ -5,7 +5,7 @@ import yaml
 
 from lbm.errors import LbmError
 from lbm.launch.names import is_valid_job_name
-from lbm.launch.spec import LaunchSpec
+from lbm.launch.spec import DEFAULT_CONFIG, LaunchSpec
 from lbm.launch.submission import plan
 from lbm.queue_nicknames import add_nickname
 from lbm.site import load_site
@@ -146,3 +146,31 @@ def test_each_name_gets_its_own_logging_name_and_group(site_file):
         logging = yaml.safe_load(spec.resolved_config)["logging"]
         assert logging["name"] == logging["group"] == spec.name
         assert f"logging.group='{spec.name}'" in spec.command
+
+
+def test_without_a_config_file_the_default_is_used_and_a_note_says_so(site_file):
+    submission = plan(LaunchSpec(config_overrides=("task.dataset_path=s3://b/lbm.zarr",)), load_site())
+    assert submission.launch.config_file == DEFAULT_CONFIG
+    assert submission.job_spec("main-lbm-training-1").command[:4] == (
+        "lbm",
+        "train",
+        "--config-file",
+        DEFAULT_CONFIG,
+    )
+    assert submission.notes == [
+        f"no --config-file given: using the default config {DEFAULT_CONFIG}, which trains on the dataset at "
+        "task.dataset_path (s3://b/lbm.zarr)"
+    ]
+    assert planned().notes == []
+
+
+def test_without_a_config_file_or_a_dataset_the_error_names_the_default_and_what_it_needs(site_file):
+    with pytest.raises(LbmError) as raised:
+        plan(LaunchSpec(), load_site())
+    assert str(raised.value) == (
+        f"no --config-file given, so the default config {DEFAULT_CONFIG} is used, and it needs a dataset: "
+        "add --config-overrides task.dataset_path=<local path or URL of the dataset>, or choose a config "
+        f"with --config-file ({TINY})"
+    )
+    with pytest.raises(LbmError, match="^task.dataset_path is required by this config"):
+        plan(LaunchSpec(config_file=DEFAULT_CONFIG), load_site())

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from lbm.cli.entry import ArgumentParser
 from lbm.jobs.model import Job, JobState
+from lbm.launch.spec import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
     from lbm.jobs.backend import Backend
@@ -23,7 +24,9 @@ def parser() -> ArgumentParser:
     )
     p.add_argument("--launcher-file", help="YAML with launch settings (config_file, instance_type, ...)")
     p.add_argument(
-        "--config-file", help="training config name (default: train_diffusion_unet_clip_lang_stage_base)"
+        "--config-file",
+        help=f"training config name (default: {DEFAULT_CONFIG}, which needs --config-overrides "
+        "task.dataset_path=URL)",
     )
     p.add_argument("--config-dir", help="a directory of your own training configs")
     p.add_argument(

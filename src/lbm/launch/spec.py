@@ -20,7 +20,7 @@ MAX_RETRIES = 9
 class LaunchSpec:
     """The settings of one launch; each field is also a launcher-file key (`config_file` or `config-file`)."""
 
-    config_file: str = DEFAULT_CONFIG
+    config_file: str | None = None  # None: DEFAULT_CONFIG, which `plan` says in a note
     config_dir: str | None = None
     config_overrides: tuple[str, ...] = ()
     num_epochs: int | None = None

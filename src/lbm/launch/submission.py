@@ -19,7 +19,7 @@ from lbm.jobs.model import Job, JobSpec, Queue
 from lbm.launch.names import job_name, next_moment
 from lbm.launch.overrides import merge_overrides, quoted
 from lbm.launch.owner import job_owner
-from lbm.launch.spec import LaunchSpec
+from lbm.launch.spec import DEFAULT_CONFIG, LaunchSpec
 from lbm.queue_nicknames import resolve_queue
 from lbm.storage.layout import artifact_uri, check_writable
 
@@ -114,12 +114,35 @@ def plan(launch: LaunchSpec, site: Site) -> Submission:
     owner = job_owner(launch.image_uri, region.main_image)
     overrides = launch.flag_overrides()
     config_dir = str(Path(launch.config_dir).absolute()) if launch.config_dir else None
-    from lbm.train.compose import compose_config
-
-    config = compose_config(launch.config_file, overrides, config_dir)
-    if config_dir != launch.config_dir:
-        launch = dataclasses.replace(launch, config_dir=config_dir)
+    config = _compose(launch, overrides, config_dir, notes)
+    launch = dataclasses.replace(
+        launch, config_file=launch.config_file or DEFAULT_CONFIG, config_dir=config_dir
+    )
     return Submission(launch, region, queue, owner, config, overrides, notes)
+
+
+def _compose(
+    launch: LaunchSpec, overrides: list[str], config_dir: str | None, notes: list[str]
+) -> DictConfig:
+    """The launch's training config; without a config file, the default one, with a note saying so."""
+    from lbm.train.compose import DatasetRequired, available_configs, compose_config
+
+    if launch.config_file is not None:
+        return compose_config(launch.config_file, overrides, config_dir)
+    try:
+        config = compose_config(DEFAULT_CONFIG, overrides, config_dir)
+    except DatasetRequired:
+        others = ", ".join(name for name in available_configs(config_dir) if name != DEFAULT_CONFIG)
+        raise LbmError(
+            f"no --config-file given, so the default config {DEFAULT_CONFIG} is used, and it needs a "
+            "dataset: add --config-overrides task.dataset_path=<local path or URL of the dataset>, or choose "
+            f"a config with --config-file ({others})"
+        ) from None
+    notes.append(
+        f"no --config-file given: using the default config {DEFAULT_CONFIG}, which trains on the dataset at "
+        f"task.dataset_path ({config.task.dataset_path})"
+    )
+    return config
 
 
 def _choose_queue(launch: LaunchSpec, region: Region) -> tuple[Queue, list[str]]:

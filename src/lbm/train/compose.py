@@ -131,13 +131,18 @@ def _check_types(base: DictConfig, cfg: DictConfig, parsed: list) -> None:
             )
 
 
+class DatasetRequired(LbmError):
+    """The config trains on a dataset it cannot make itself, and `task.dataset_path` is not set."""
+
+
 def _check_required(cfg: DictConfig) -> None:
     from omegaconf import MissingMandatoryValue
 
-    for key in ("task.dataset_path",):
-        parent, _, leaf = key.rpartition(".")
-        if OmegaConf.is_missing(OmegaConf.select(cfg, parent), leaf):
-            raise LbmError(f"{key} is required by this config: pass {key}=<local path or URL of the dataset>")
+    if OmegaConf.is_missing(cfg.task, "dataset_path"):
+        raise DatasetRequired(
+            "task.dataset_path is required by this config: pass task.dataset_path=<local path or URL of the "
+            "dataset>"
+        )
     try:
         OmegaConf.resolve(cfg)
     except MissingMandatoryValue as error:
