@@ -158,6 +158,10 @@ def test_nicknames_persist_and_work_for_every_queue_command(world):
 
 
 def test_bad_input_is_one_line_and_exit_2(world):
+    world.assert_user_error(
+        world.run("batchy", "completed-jobs", "test-cpu", "--limit", "-5"),
+        "argument --limit: must be 0 or more",
+    )
     world.assert_user_error(world.run("batchy", "model-metrics", "test-cpu", "ghost"), "no job named 'ghost'")
     world.assert_user_error(world.run("batchy", "cancel", "test-cpu", "ghost"), "no job named 'ghost'")
     world.assert_user_error(world.run("batchy", "list-queues", "--region", "mars"), "unknown region 'mars'")

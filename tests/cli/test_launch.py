@@ -120,6 +120,71 @@ def test_bad_input_is_one_line_exit_2_and_nothing_queued_or_written(world, args,
     assert world.bucket_files() == []
 
 
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ("dataloader.batch_size=-5", "dataloader.batch_size=-5 is not valid: must be >= 1"),
+        ("training.max_train_steps=-3", "training.max_train_steps=-3 is not valid: must be >= 1"),
+        ("optimizer.lr=-1", "optimizer.lr=-1 is not valid: must be > 0"),
+        ("dataloader.num_workers=-2", "dataloader.num_workers=-2 is not valid: must be >= 0"),
+        ("horizon=4", "horizon=4 is too short for n_obs_steps=2 and n_action_steps=8"),
+        ("policy.obs_encoder.crop_shape=[64,64]", "policy.obs_encoder.crop_shape=[64, 64] is larger than"),
+    ],
+)
+def test_dry_run_with_a_config_value_that_breaks_a_rule_is_one_line_exit_2(world, overrides, fragment):
+    result = launch(world, "--config-file", TINY, "--config-overrides", overrides, "--dry-run")
+    world.assert_user_error(result, fragment)
+    assert result.stdout == ""
+    assert not (world.home / "jobs.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--num-epochs", "-1"), "--num-epochs must be 1 or more, got -1"),
+        (("--batch-size", "-1"), "--batch-size must be 1 or more, got -1"),
+        (("--batch-size", "0"), "--batch-size must be 1 or more, got 0"),
+        (("--max-days", "0"), "--max-days must be a number of days above 0, got 0.0"),
+        (("--max-days", "-2"), "--max-days must be a number of days above 0"),
+        (("--max-days", "inf"), "--max-days must be a number of days above 0, got inf"),
+        (("--max-days", "nan"), "--max-days must be a number of days above 0, got nan"),
+        (("--instance-count", "0"), "--instance-count must be 1 or more, got 0"),
+        (("--nproc-per-node", "0"), "--nproc-per-node must be 1 or more, got 0"),
+        (("--priority", "-1"), "--priority must be from 0 to 9999, got -1"),
+        (("--retries", "10"), "--retries must be from 0 to 9, got 10"),
+        (("--retries", "-1"), "--retries must be from 0 to 9, got -1"),
+        (("--retries", "1.5"), "argument --retries: invalid int value"),
+    ],
+)
+def test_dry_run_with_a_bad_number_is_one_line_exit_2(world, args, fragment):
+    result = launch(world, "--config-file", TINY, *args, "--dry-run")
+    world.assert_user_error(result, fragment)
+    assert result.stdout == ""
+
+
+def test_without_a_config_file_the_default_needs_a_dataset_and_says_so(world):
+    result = launch(world, "--dry-run")
+    world.assert_user_error(
+        result,
+        "no --config-file given, so the default config train_diffusion_unet_clip_lang_stage_base is used",
+        "it needs a dataset: add --config-overrides task.dataset_path=",
+        f"--config-file ({TINY})",
+    )
+    result = launch(world, "--config-overrides", "task.dataset_path=s3://team/lbm.zarr", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "# note: no --config-file given: using the default config train_diffusion_unet_clip_lang_stage_base, "
+        "which trains on the dataset at task.dataset_path (s3://team/lbm.zarr)"
+    ) in result.stdout
+    spec = yaml.safe_load(result.stdout)
+    assert spec["command"][:4] == [
+        "lbm",
+        "train",
+        "--config-file",
+        "train_diffusion_unet_clip_lang_stage_base",
+    ]
+
+
 def test_an_unwritable_bucket_is_a_user_error(world):
     blocker = world.root / "not-a-dir"
     blocker.write_text("a file where the bucket's folder should be")

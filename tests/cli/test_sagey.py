@@ -43,6 +43,18 @@ def test_ls_shows_running_queued_and_finished_jobs(world):
     assert {job["name"] for job in recent} == {"run-a", "wait-b", "other-d", "blocker"}
 
 
+def test_ls_limits_the_ended_jobs_and_all_shows_every_one(world):
+    for index in range(3):
+        world.submit(f"done-{index}", "print(1)")
+        world.wait_state(f"done-{index}", FINISHED)
+    newest = json.loads(world.run("sagey", "ls", "--json", "--limit", "2").stdout)
+    assert [job["name"] for job in newest] == ["done-2", "done-1"]
+    every = json.loads(world.run("sagey", "ls", "--json", "--all").stdout)
+    assert [job["name"] for job in every] == ["done-2", "done-1", "done-0"]
+    table = world.run("sagey", "ls", "--all")
+    assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == ["done-2", "done-1", "done-0"]
+
+
 def test_usage_counts_running_pending_and_quota_per_instance_type(world):
     world.fill_held_queue()
     world.submit("run-a", world.held_program("a"))
@@ -192,6 +204,15 @@ def test_bad_input_is_one_line_and_exit_2(world):
         world.run("sagey", "ls", AWS_DEFAULT_REGION="far"), "backend 'sagemaker' is not available"
     )
     world.assert_user_error(world.run("sagey", "frobnicate"), "invalid choice")
+    world.assert_user_error(
+        world.run("sagey", "ls", "--limit", "-1"), "argument --limit: must be 0 or more, got -1"
+    )
+    world.assert_user_error(
+        world.run("sagey", "ls", "--limit", "ten"), "argument --limit: must be a whole number"
+    )
+    world.assert_user_error(
+        world.run("sagey", "ls", "--all", "--limit", "3"), "not allowed with argument --all"
+    )
     assert world.run("sagey", "ls", "--profile", "sagemaker", AWS_DEFAULT_REGION="us-east-1").returncode == 0
 
 

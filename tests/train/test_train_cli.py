@@ -160,6 +160,9 @@ def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProc
         (["--config-file", TINY, "task.synthesize=null", "task.dataset_path=/nonexistent/data.zarr"], "zarr"),
         (["--config-file", TINY, "training.resume_checkpoint_path=/nonexistent/x.ckpt"], "does not exist"),
         (["--config-file", TINY, "logging.mode=verbose"], "logging.mode='verbose' is not valid"),
+        (["--config-file", TINY, "dataloader.batch_size=-5"], "dataloader.batch_size=-5 is not valid"),
+        (["--config-file", TINY, "horizon=4"], "horizon=4 is too short for n_obs_steps=2"),
+        (["--config-file", TINY, "--nproc-per-node", "0"], "argument --nproc-per-node: must be 1 or more"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, env, args, message):

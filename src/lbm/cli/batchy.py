@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lbm.cli.entry import ArgumentParser, run
+from lbm.cli.entry import ArgumentParser, at_least, run
 from lbm.cli.sagey import NOT_TERMINAL, TERMINAL, add_site_options, region_from, stop_and_report
 from lbm.cli.tables import clock, duration, job_record, print_json, print_table, runtime, sparkline
 from lbm.errors import LbmError
@@ -36,7 +36,7 @@ def parser() -> ArgumentParser:
     ls.add_argument("queue", help="queue name or nickname")
     completed = commands.add_parser("completed-jobs", help="finished jobs of a queue, newest first")
     completed.add_argument("queue", help="queue name or nickname")
-    completed.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    completed.add_argument("--limit", type=at_least(0), default=50, help="at most this many (default 50)")
     cancel = commands.add_parser("cancel", aliases=["cancel-job"], help="remove a waiting job from its queue")
     cancel.add_argument("queue", help="queue name or nickname")
     cancel.add_argument("job")
@@ -155,7 +155,7 @@ def list_active(backend: Backend, queue: str, as_json: bool) -> int:
 
 
 def list_completed(backend: Backend, queue: str, limit: int, as_json: bool) -> int:
-    jobs = backend.list(queue=queue, states=TERMINAL, limit=max(0, limit))
+    jobs = backend.list(queue=queue, states=TERMINAL, limit=limit)
     if as_json:
         print_json([job_record(job) for job in jobs])
         return 0

@@ -9,6 +9,21 @@ from collections.abc import Callable, Sequence
 from lbm.errors import LbmError
 
 
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, `least` or more (else one usage-error line)."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
+        return value
+
+    return whole_number
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit status 2."""
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lbm.cli.entry import ArgumentParser, run
+from lbm.cli.entry import ArgumentParser, at_least, run
 from lbm.cli.tables import clock, duration, job_record, print_json, print_table, runtime
 from lbm.jobs.model import JobState
 
@@ -38,9 +38,11 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="sagey", description="List, watch, describe and stop training jobs.")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
     ls = commands.add_parser("ls", help="waiting and running jobs, and the newest that have ended")
-    ls.add_argument(
-        "--limit", type=int, default=20, help="also show the newest N jobs that have ended (default 20)"
+    ended = ls.add_mutually_exclusive_group()
+    ended.add_argument(
+        "--limit", type=at_least(0), default=20, help="also the newest N jobs that have ended (default 20)"
     )
+    ended.add_argument("--all", action="store_true", help="also show every job that has ended")
     ls.add_argument("--mine", action="store_true", help="only your jobs")
     ls.add_argument("--json", action="store_true", help="print JSON")
     usage = commands.add_parser("usage", help="running and pending jobs and the quota per instance type")
@@ -92,7 +94,10 @@ def list_jobs(backend: Backend, args: argparse.Namespace) -> int:
 
         owner = current_user()
     active = backend.list(states=NOT_TERMINAL, owner=owner)
-    ended = backend.list(states=TERMINAL, owner=owner, limit=args.limit) if args.limit > 0 else []
+    if args.all:
+        ended = backend.list(states=TERMINAL, owner=owner)
+    else:
+        ended = backend.list(states=TERMINAL, owner=owner, limit=args.limit) if args.limit else []
     jobs = sorted([*active, *ended], key=lambda job: job.created_at, reverse=True)
     if args.json:
         print_json([job_record(job) for job in jobs])

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lbm.cli.entry import ArgumentParser, run
+from lbm.cli.entry import ArgumentParser, at_least, run
 
 
 def parser() -> ArgumentParser:
@@ -29,7 +29,7 @@ def parser() -> ArgumentParser:
         help="also copy checkpoints, metrics and config.yaml here while training (file:// or s3://)",
     )
     p.add_argument(
-        "--nproc-per-node", type=int, default=1, help="processes (GPUs) on this machine; >1 runs DDP"
+        "--nproc-per-node", type=at_least(1), default=1, help="processes (GPUs) on this machine; >1 runs DDP"
     )
     p.add_argument(
         "overrides", nargs="*", help="Hydra overrides: a.b=1, +a.c=2, ~a.d, policy.down_dims=[64,128]"
@@ -63,8 +63,6 @@ def torchrun_argv(args, output_dir: Path) -> list[str]:
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    if args.nproc_per_node < 1:
-        parser().error(f"--nproc-per-node must be at least 1, got {args.nproc_per_node}")
     from lbm.train.compose import compose_config
 
     cfg = compose_config(args.config_file, args.overrides, args.config_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,8 @@ class LaunchSpec:
             raise LbmError(f"--priority must be from 0 to {MAX_PRIORITY}, got {self.priority}")
         if not 0 <= self.retries <= MAX_RETRIES:
             raise LbmError(f"--retries must be from 0 to {MAX_RETRIES}, got {self.retries}")
-        if self.max_days is not None and not self.max_days > 0:
-            raise LbmError(f"--max-days must be above 0, got {self.max_days}")
+        if self.max_days is not None and not (math.isfinite(self.max_days) and self.max_days > 0):
+            raise LbmError(f"--max-days must be a number of days above 0, got {self.max_days}")
         for name in ("config_file", "task_name", "image_uri", "instance_type", "region", "queue", "team"):
             if getattr(self, name) == "":
                 raise LbmError(f"--{name.replace('_', '-')} must not be empty")
