@@ -1,9 +1,11 @@
-"""Start-to-exit time of `sagey ls` and `batchy ls QUEUE` as whole processes, with 10,000 jobs in the store.
+"""Start-to-exit time of `sagey ls` (also `--all`) and `batchy ls QUEUE` as processes, 10,000 jobs stored.
 
 The store holds (by default) 9,950 finished jobs written through the local backend's job store (SUCCEEDED with
 an attempt, or cancelled in queue), plus 50 live jobs submitted through the backend API: one running and 49
-waiting behind it in a one-slot queue. Each command runs `--runs` times after one warm-up run; the median,
-90th percentile and minimum wall times are reported, next to a bare `python -c pass` for scale.
+waiting behind it in a one-slot queue. `sagey ls` prints the live jobs and the newest 20 that ended,
+`sagey ls --all` every job (10,000 rows, into a pipe; the script checks the count), `batchy ls` the 50 live
+ones. Each command runs `--runs` times after one warm-up run; the median, 90th percentile and minimum wall
+times are reported, next to a bare `python -c pass` for scale.
 
     python benchmarks/list_latency.py                 # 10,000 jobs, 20 runs each
     python benchmarks/list_latency.py --jobs 1000 --runs 10
@@ -103,8 +105,12 @@ def add_live_jobs(root: Path, backend: LocalBackend) -> Path:
     return release
 
 
-def timed(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
-    subprocess.run(argv, env=env, check=True, capture_output=True)
+def timed(argv: list[str], env: dict[str, str], runs: int, lines: int | None = None) -> list[float]:
+    """Wall times of `runs` runs of `argv` after a warm-up run, which must print `lines` lines if given."""
+    warm_up = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+    printed = len(warm_up.stdout.splitlines())
+    if lines is not None and printed != lines:
+        raise RuntimeError(f"{' '.join(argv)} printed {printed} lines, not {lines}")
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -132,13 +138,15 @@ def main() -> None:
         print(f"filled the store with {len(backend.list())} jobs in {time.perf_counter() - started:.1f} s")
         try:
             commands = {
-                "python -c pass": [sys.executable, "-c", "pass"],
-                "sagey ls": [str(BIN / "sagey"), "ls"],
-                "batchy ls bench-held": [str(BIN / "batchy"), "ls", "bench-held"],
+                "python -c pass": ([sys.executable, "-c", "pass"], None),
+                # Lines: a header (batchy: also a title), then one row per job.
+                "sagey ls": ([str(BIN / "sagey"), "ls"], 1 + LIVE_JOBS + 20),
+                "sagey ls --all": ([str(BIN / "sagey"), "ls", "--all"], 1 + args.jobs),
+                "batchy ls bench-held": ([str(BIN / "batchy"), "ls", "bench-held"], 2 + LIVE_JOBS),
             }
             results = {}
-            for label, argv in commands.items():
-                times = timed(argv, env, args.runs)
+            for label, (argv, lines) in commands.items():
+                times = timed(argv, env, args.runs, lines)
                 results[label] = {
                     "median_s": round(statistics.median(times), 4),
                     "p90_s": round(statistics.quantiles(times, n=10)[-1], 4),
