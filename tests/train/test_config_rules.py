@@ -100,7 +100,10 @@ def refused(overrides: list[str]) -> str:
         (["task.synthesize.episodes_per_task=0"], ["task.synthesize.episodes_per_task=0 is not valid"]),
         (["task.synthesize.image_size=64"], ["synthesize.image_size=64 makes 64x64 images", "[3, 32, 32]"]),
         (["task.shape_meta.obs.image.type=depth"], ["task.shape_meta.obs.image.type='depth' is not valid"]),
-        (["task.shape_meta.obs.image.shape=[32,32]"], ["an rgb observation's shape is [3, height, width]"]),
+        (
+            ["task.shape_meta.obs.image.shape=[32,32]"],
+            ["task.shape_meta.obs.image: an rgb observation's shape is [3, height, width]"],
+        ),
         (["logging.mode=verbose"], ["logging.mode='verbose' is not valid", "'offline' or 'disabled'"]),
         (["~training.seed"], ["training.seed is missing"]),
     ],

@@ -319,9 +319,10 @@ class TrainingConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _horizon_holds_the_steps(cls, data: Any) -> Any:
-        steps = [data.get(key) for key in ("horizon", "n_obs_steps", "n_action_steps")]
-        if all(type(value) is int for value in steps):
-            check_horizon("", *steps)
+        if isinstance(data, Mapping):
+            steps = [data.get(key) for key in ("horizon", "n_obs_steps", "n_action_steps")]
+            if all(type(value) is int for value in steps):
+                check_horizon("", *steps)
         return data
 
     @model_validator(mode="after")
@@ -374,7 +375,8 @@ def describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "value_error":
         message = message.removeprefix("Value error, ")
         if isinstance(error.get("input"), Mapping):
-            return message
+            # A rule across keys: its message names them, or it is about the section at `key`.
+            return message if message.startswith(key.split(".")[0]) else f"{key}: {message}"
     for words, short in (*_WORDS, *((f"{subject} should", "must") for subject in _SUBJECTS)):
         message = message.replace(words, short)
     return f"{key}={error.get('input')!r} is not valid: {message}"
