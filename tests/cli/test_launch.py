@@ -107,7 +107,7 @@ def test_launcher_file_settings_and_flags(world):
         (("--config-file", "nope"), ["unknown config 'nope'"]),
         (("--config-overrides", "training.nope=1"), ["training.nope"]),
         (("--config-overrides", "policy.down_dims=[64,128"), ["missing ']'"]),
-        (("--config-overrides", "dataloader.batch_size=big"), ["dataloader.batch_size must be a number"]),
+        (("--config-overrides", "dataloader.batch_size=big"), ["dataloader.batch_size='big' is not valid"]),
         (("--launcher-file", "bad-launcher.yaml"), ["unknown key(s) instance_typo", "allowed: config_file"]),
         (("--launcher-file", "missing.yaml"), ["launcher file missing.yaml does not exist"]),
     ],

@@ -100,7 +100,8 @@ def test_missing_launcher_file(tmp_path):
         ({"priority": 10000}, "--priority must be from 0 to 9999"),
         ({"priority": -1}, "--priority must be from 0 to 9999"),
         ({"retries": -1}, "--retries must be from 0 to 9"),
-        ({"max_days": 0}, "--max-days must be above 0"),
+        ({"max_days": 0}, "--max-days must be a number of days above 0, got 0"),
+        ({"max_days": float("inf")}, "--max-days must be a number of days above 0, got inf"),
         ({"task_name": ""}, "--task-name must not be empty"),
     ],
 )

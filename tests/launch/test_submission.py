@@ -120,7 +120,7 @@ def test_instance_type_aliases_queues_and_nicknames(site_file):
         ({"instance_count": 2}, "--instance-count 2 needs a multi-machine backend \\(sagemaker\\)"),
         ({"config_file": "no_such_config"}, "unknown config 'no_such_config'"),
         ({"config_overrides": ("training.nope=1",)}, "has no key '?training.nope"),
-        ({"config_overrides": ("dataloader.batch_size=big",)}, "dataloader.batch_size must be a number"),
+        ({"config_overrides": ("dataloader.batch_size=big",)}, "dataloader.batch_size=.big. is not valid"),
     ],
 )
 def test_bad_launches_are_user_errors(site_file, settings, message):

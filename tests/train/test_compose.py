@@ -110,7 +110,11 @@ def test_seed_legacy_targets_resolve_to_ours():
             ["training.no_such_key=3"],
             r"has no key training.no_such_key.*use \+training.no_such_key=VALUE",
         ),
-        (TINY, ["dataloader.batch_size=abc"], "dataloader.batch_size must be a number"),
+        (
+            TINY,
+            ["dataloader.batch_size=abc"],
+            "dataloader.batch_size=.abc. is not valid: must be a whole number",
+        ),
         (TINY, ["training.resume=maybe"], "must be true or false"),
     ],
 )
@@ -118,3 +122,12 @@ def test_bad_input_is_one_clear_error(name, overrides, message):
     with pytest.raises(LbmError, match=message) as raised:
         compose_config(name, overrides)
     assert "\n" not in str(raised.value)
+
+
+def test_a_key_without_a_rule_keeps_the_kind_of_its_default(tmp_path):
+    (tmp_path / "my_run.yaml").write_text(f"defaults:\n  - {TINY}\n  - _self_\ntraining:\n  note_count: 3\n")
+    with pytest.raises(LbmError, match=r"training.note_count must be a number \(default 3\)"):
+        compose_config("my_run", ["training.note_count=abc"], config_dir=str(tmp_path))
+    assert (
+        compose_config("my_run", ["training.note_count=4"], config_dir=str(tmp_path)).training.note_count == 4
+    )

@@ -156,7 +156,7 @@ def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProc
         (["--config-file", "train_diffusion_unet_resnet_lang_tin"], "did you mean"),
         (["--config-file", TINY, "training.num_epochs=[2"], "malformed override"),
         (["--config-file", TINY, "training.epochs=2"], "has no key training.epochs"),
-        (["--config-file", TINY, "dataloader.batch_size=sixty"], "must be a number"),
+        (["--config-file", TINY, "dataloader.batch_size=sixty"], "must be a whole number"),
         (["--config-file", TINY, "task.synthesize=null", "task.dataset_path=/nonexistent/data.zarr"], "zarr"),
         (["--config-file", TINY, "training.resume_checkpoint_path=/nonexistent/x.ckpt"], "does not exist"),
         (["--config-file", TINY, "logging.mode=verbose"], "logging.mode='verbose' is not valid"),

@@ -162,20 +162,29 @@ def compose_config(
     (without `+`), a value of the wrong kind (e.g. a non-numeric batch size), a missing required value, or
     a value that breaks a rule of `lbm.train.config.schema` (e.g. a negative learning rate).
     """
-    from lbm.train.config.schema import check_config
+    from lbm.train.config.schema import check_config, unruled_keys
     from lbm.train.legacy_targets import rewrite_legacy_targets
 
     in_package = _check_config_name(config_name, config_dir)
     overrides = list(overrides)
     parsed = _parse_overrides(overrides)
-    base = _compose(config_name, [], config_dir, in_package)
     cfg = _compose(config_name, overrides, config_dir, in_package)
-    _check_types(base, cfg, parsed)
     _check_required(cfg)
     rewrite_legacy_targets(cfg)
-    check_config(OmegaConf.to_container(cfg, resolve=True))
+    values = OmegaConf.to_container(cfg, resolve=True)
+    # The schema checks the kind of every key it has a field for; the others keep the kind of their default.
+    unruled = set(unruled_keys(values))
+    unruled_overrides = [o for o in parsed if _within(o.key_or_group, unruled)]
+    if unruled_overrides:
+        _check_types(_compose(config_name, [], config_dir, in_package), cfg, unruled_overrides)
+    check_config(values)
     OmegaConf.set_struct(cfg, False)
     return cfg
+
+
+def _within(key: str, keys: set[str]) -> bool:
+    """Whether `key` is one of `keys` or below one of them."""
+    return any(key == other or key.startswith(other + ".") for other in keys)
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -10,6 +10,8 @@ of the shipped configs has one. Torch-free: `lbm launch` checks a job's config w
 from __future__ import annotations
 
 import re
+import types
+import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -31,6 +33,8 @@ Count = Annotated[int, Field(ge=1)]
 Size = Annotated[int, Field(ge=0)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+# A name, where a number is taken as its text (`logging.group=2024`).
+Name = Annotated[str, Field(strict=False)]
 # An image size (height, width) in pixels.
 HeightWidth = Annotated[list[Count], Field(min_length=2, max_length=2)]
 
@@ -38,7 +42,7 @@ HeightWidth = Annotated[list[Count], Field(min_length=2, max_length=2)]
 class Section(BaseModel):
     """A config section: strict types (no "3" for 3, no 2.0 for a count), extra keys allowed."""
 
-    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True, coerce_numbers_to_str=True)
 
 
 class Built(Section):
@@ -89,12 +93,12 @@ class Dataset(Built):
     n_action_steps: Count
     val_ratio: float = Field(ge=0, lt=1)
     seed: Seed
-    tasks: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    tasks: list[Annotated[Name, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     max_train_episodes: Count | None = None
 
 
 class Task(Section):
-    name: str
+    name: Name
     dataset_path: str = Field(min_length=1)
     synthesize: Synthesize | None = None
     shape_meta: ShapeMeta
@@ -293,16 +297,16 @@ class Checkpoint(Section):
 
 class Logging(Section):
     mode: Literal[LOGGING_MODES]
-    project: str | None = None
-    name: str | None = None
-    group: str | None = None
-    tags: list[str] | None = None
+    project: Name | None = None
+    name: Name | None = None
+    group: Name | None = None
+    tags: list[Name] | None = None
 
 
 class TrainingConfig(Section):
     """A whole training config (the diffusion_policy structure)."""
 
-    name: str
+    name: Name
     horizon: Count
     n_obs_steps: Count
     n_action_steps: Count
@@ -348,6 +352,9 @@ class TrainingConfig(Section):
 # pydantic's wording of a broken rule, made short: "Input should be greater than 0" -> "must be > 0".
 _SUBJECTS = ("Input", "String", "List", "Dictionary")
 _WORDS = (
+    ("a valid integer", "a whole number"),
+    ("a valid number", "a number"),
+    ("a valid boolean", "true or false"),
     ("greater than or equal to", ">="),
     ("less than or equal to", "<="),
     ("greater than", ">"),
@@ -364,6 +371,36 @@ def check_config(config: Mapping[str, Any]) -> None:
         TrainingConfig.model_validate(config)
     except ValidationError as error:
         raise LbmError(describe(error.errors(include_url=False)[0])) from None
+
+
+def unruled_keys(
+    config: Mapping[str, Any], model: type[BaseModel] = TrainingConfig, prefix: str = ""
+) -> list[str]:
+    """The keys of `config` (dotted, at any depth) without a field in `model`: their values go unchecked."""
+    fields = {field.alias or name: field for name, field in model.model_fields.items()}
+    found = []
+    for key, value in config.items():
+        if key not in fields:
+            found.append(prefix + key)
+        elif isinstance(value, Mapping):
+            found += _unruled_below(value, fields[key].annotation, f"{prefix}{key}.")
+    return found
+
+
+def _unruled_below(value: Mapping[str, Any], annotation: Any, prefix: str) -> list[str]:
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for kind in typing.get_args(annotation) if union else (annotation,):
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return unruled_keys(value, kind, prefix)
+        if typing.get_origin(kind) is dict:
+            item = typing.get_args(kind)[1]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                return [
+                    key
+                    for name, entry in value.items()
+                    for key in unruled_keys(entry, item, f"{prefix}{name}.")
+                ]
+    return []
 
 
 def describe(error: Mapping[str, Any]) -> str:
