@@ -2,11 +2,11 @@
 
 Each round runs, in this one process: (a) `lbm launch --config-file <tiny> --num-epochs 1 --no-wait` through
 `lbm.cli.launch.main` (parse the flags, load the site, plan: pick the queue and compose the config with
-Hydra, check it against the config schema, check the bucket, name the job, submit it, print it); (b) the
-composition alone (`compose_config` of the same config and overrides: Hydra plus the schema check); (c) one
-bare `LocalBackend.submit` of a ready JobSpec, as `submit_throughput.py` does. The queue has no capacity,
-so every job waits RUNNABLE and nothing trains; the agent runs. Medians per variant, the total of (a) and
-of (c) over all rounds, and their ratio.
+Hydra, check it against the config schema; check the bucket, name the job, submit it, print it); (b) the
+composition alone (`compose_config` of the same config and overrides: Hydra plus the schema check); (c) the
+schema check alone (`check_config` of the composed values); (d) one bare `LocalBackend.submit` of a ready
+JobSpec, as `submit_throughput.py` does. The queue has no capacity, so every job waits RUNNABLE and nothing
+trains; the agent runs. Medians and totals per variant, and the launch's median over the bare submission's.
 
     python benchmarks/launch_throughput.py --launches 1000
 """
@@ -24,12 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from lbm.cli import launch
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_running, stop_agent
 from lbm.jobs.model import JobSpec, JobState, StatusReason
 from lbm.site import load_site
 from lbm.train.compose import compose_config
+from lbm.train.config.schema import check_config
 
 CONFIG = "train_diffusion_unet_resnet_lang_tiny"
 QUEUE = "bench-waiting"
@@ -73,8 +76,8 @@ def bare_spec(root: Path, index: int) -> JobSpec:
 def summary(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
     return {
-        "median_s": round(statistics.median(ordered), 5),
-        "p90_s": round(ordered[int(0.9 * (len(ordered) - 1))], 5),
+        "median_s": round(statistics.median(ordered), 6),
+        "p90_s": round(ordered[int(0.9 * (len(ordered) - 1))], 6),
         "total_s": round(sum(ordered), 3),
     }
 
@@ -95,12 +98,19 @@ def main() -> int:
         os.environ.update(env)
         os.environ.pop("WANDB_API_KEY", None)
         backend = LocalBackend(root / "home", load_site().region())
-        times: dict[str, list[float]] = {"lbm launch": [], "compose only": [], "bare submit": []}
+        times: dict[str, list[float]] = {
+            "lbm launch": [],
+            "compose only": [],
+            "schema check": [],
+            "bare submit": [],
+        }
         launched(FLAGS)  # warm-up: imports, and the agent starts
+        composed = OmegaConf.to_container(compose_config(CONFIG, ["training.num_epochs=1"]), resolve=True)
         try:
             for index in range(args.launches):
                 times["lbm launch"].append(timed(lambda: launched(FLAGS)))
                 times["compose only"].append(timed(lambda: compose_config(CONFIG, ["training.num_epochs=1"])))
+                times["schema check"].append(timed(lambda: check_config(composed)))
                 spec = bare_spec(root, index)
                 times["bare submit"].append(timed(lambda s=spec: backend.submit(s, secrets={})))
             waiting = backend.list(queue=QUEUE, states=[JobState.RUNNABLE, JobState.SUBMITTED])
@@ -114,7 +124,7 @@ def main() -> int:
     results = {label: summary(values) for label, values in times.items()}
     for label, figures in results.items():
         print(
-            f"{label:<13} median {figures['median_s'] * 1000:8.2f} ms  p90 {figures['p90_s'] * 1000:8.2f} ms"
+            f"{label:<13} median {figures['median_s'] * 1000:8.3f} ms  p90 {figures['p90_s'] * 1000:8.3f} ms"
             f"  total over {args.launches}: {figures['total_s']:8.2f} s"
         )
     ratio = results["lbm launch"]["median_s"] / results["bare submit"]["median_s"]
