@@ -138,7 +138,8 @@ class DatasetRequired(LbmError):
 def _check_required(cfg: DictConfig) -> None:
     from omegaconf import MissingMandatoryValue
 
-    if OmegaConf.is_missing(cfg.task, "dataset_path"):
+    task = cfg.get("task")
+    if isinstance(task, DictConfig) and OmegaConf.is_missing(task, "dataset_path"):
         raise DatasetRequired(
             "task.dataset_path is required by this config: pass task.dataset_path=<local path or URL of the "
             "dataset>"
