@@ -162,9 +162,14 @@ def main() -> None:
             )
         finally:
             release.touch()
-            for job in backend.list(states=[s for s in JobState if not s.is_terminal]):
+            live = [s for s in JobState if not s.is_terminal]
+            for job in backend.list(states=live):
                 if job.state.is_queued:
                     backend.stop(job.name, reason=StatusReason.CANCELLED_IN_QUEUE)
+            # The running job must see the release file before the temporary directory goes.
+            deadline = time.monotonic() + 60
+            while backend.list(states=live) and time.monotonic() < deadline:
+                time.sleep(0.05)
             while agent_running(home) and agent_pid(home) is None:
                 time.sleep(0.05)
             stop_agent(home)
