@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -14,6 +15,7 @@ from lbm.launch.spec import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
     from lbm.jobs.backend import Backend
+    from lbm.launch.spec import LaunchSpec
     from lbm.launch.submission import Submission
 
 
@@ -22,6 +24,16 @@ def parser() -> ArgumentParser:
         prog="lbm launch",
         description="Submit a training job. A --launcher-file sets a kind of run; flags win.",
     )
+    add_launch_arguments(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-wait", action="store_true", help="return once the job is queued")
+    mode.add_argument("--follow", action="store_true", help="stream the job's log until it ends")
+    mode.add_argument("--dry-run", action="store_true", help="print the submission and queue nothing")
+    return p
+
+
+def add_launch_arguments(p: ArgumentParser) -> None:
+    """The flags that say what to launch and where (shared with `lbm sweep`)."""
     p.add_argument("--launcher-file", help="YAML with launch settings (config_file, instance_type, ...)")
     p.add_argument(
         "--config-file",
@@ -47,26 +59,16 @@ def parser() -> ArgumentParser:
     p.add_argument("--max-days", type=float, help="stop the job after this many days")
     p.add_argument("--retries", type=int, help="attempts after a failed one (resume from checkpoints)")
     p.add_argument("--profile", help="AWS profile (sets AWS_PROFILE)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--no-wait", action="store_true", help="return once the job is queued")
-    mode.add_argument("--follow", action="store_true", help="stream the job's log until it ends")
-    mode.add_argument("--dry-run", action="store_true", help="print the submission and queue nothing")
-    return p
 
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.profile:
         os.environ["AWS_PROFILE"] = args.profile
-    from lbm.launch.overrides import split_overrides
-    from lbm.launch.spec import SETTINGS, launch_spec, read_launcher_file
     from lbm.launch.submission import check_bucket, plan, submit
     from lbm.site import load_site
 
-    file_settings = read_launcher_file(args.launcher_file) if args.launcher_file else {}
-    flags = {name: getattr(args, name) for name in SETTINGS if name != "config_overrides"}
-    flags["config_overrides"] = split_overrides(args.config_overrides) if args.config_overrides else None
-    submission = plan(launch_spec(file_settings, flags), load_site())
+    submission = plan(launch_spec_of(args), load_site())
     if args.dry_run:
         return print_dry_run(submission)
     for note in submission.notes:
@@ -90,6 +92,17 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print(f"\njob {job.name} goes on; stop it with: sagey stop {job.name}", file=sys.stderr)
         return 130
+
+
+def launch_spec_of(args: argparse.Namespace) -> LaunchSpec:
+    """The LaunchSpec the launch flags (and their --launcher-file) ask for."""
+    from lbm.launch.overrides import split_overrides
+    from lbm.launch.spec import SETTINGS, launch_spec, read_launcher_file
+
+    file_settings = read_launcher_file(args.launcher_file) if args.launcher_file else {}
+    flags = {name: getattr(args, name) for name in SETTINGS if name != "config_overrides"}
+    flags["config_overrides"] = split_overrides(args.config_overrides) if args.config_overrides else None
+    return launch_spec(file_settings, flags)
 
 
 def wait_and_report(backend: Backend, job: Job, follow: bool) -> int:

@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "train": ("lbm.cli.train", "train a policy in this process (what every job runs)"),
     "data": ("lbm.cli.data", "make or inspect datasets"),
     "launch": ("lbm.cli.launch", "submit a training job to a queue"),
+    "sweep": ("lbm.cli.sweep", "run a W&B sweep file's hyperparameter search as jobs"),
     "agent": ("lbm.cli.agent", "the embedded backend's scheduler daemon"),
 }
 

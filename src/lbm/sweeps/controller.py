@@ -1,0 +1,172 @@
+"""The controller: up to `max_agents` runs at once, each asked of the study, launched as a job through the
+backend, watched to its end and reported with the metric from its metrics; hyperband stops runs that fall
+behind. A sweep outlives its controller: a new one picks up the jobs and the runs left half-launched."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from optuna.trial import TrialState
+
+from lbm.errors import LbmError
+from lbm.jobs.model import JobState
+from lbm.sweeps.engine import ARTIFACT_URI, CONTROLLER, JOB, Run, controller_id
+from lbm.sweeps.hyperband import runs_to_stop
+from lbm.sweeps.job_metrics import metric_history
+from lbm.sweeps.record import State, set_state, state_of
+
+if TYPE_CHECKING:
+    from lbm.jobs.backend import Backend
+    from lbm.sweeps.engine import SweepStudy
+    from lbm.sweeps.runs import RunPlanner
+
+POLL_S = 0.5
+
+
+def controller_alive(controller: str | None) -> bool:
+    """Whether the controller `host:pid` still runs (one on another host is taken to run)."""
+    if not controller:
+        return False
+    host, _, pid = controller.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+class Controller:
+    """Runs the sweep in `study` until it has made all its runs, is stopped, or a run meets the target."""
+
+    def __init__(
+        self,
+        study: SweepStudy,
+        planner: RunPlanner,
+        backend: Backend,
+        max_agents: int,
+        secrets: Mapping[str, str],
+        say: Callable[[str], None] = lambda line: print(line, flush=True),
+    ):
+        self.study, self.planner, self.backend = study, planner, backend
+        self.max_agents, self.secrets, self.say = max_agents, secrets, say
+        self.active: dict[int, str] = {}  # run number -> job name
+
+    def run(self) -> int:
+        """0 when the sweep has ended (all runs made, target met or stopped)."""
+        self._pick_up()
+        while True:
+            if state_of(self.study) == State.STOPPED:
+                self.say(f"sweep {self.study.study.study_name} was stopped")
+                return 0
+            self._watch()
+            while len(self.active) < self.max_agents:
+                run = self.study.next_run()
+                if run is None:
+                    break
+                self._launch(run)
+            if not self.active and not self._left_to_others():
+                if state_of(self.study) != State.STOPPED:
+                    set_state(self.study, State.FINISHED)
+                self.say(f"sweep {self.study.study.study_name} finished")
+                return 0
+            time.sleep(POLL_S)
+
+    def _left_to_others(self) -> bool:
+        """Whether runs are still going elsewhere (another controller) while this one can launch no more."""
+        if not self.study.exhausted():
+            return False
+        return any(t.state is TrialState.RUNNING for t in self.study.trials())
+
+    def _pick_up(self) -> None:
+        """Watch the jobs of runs whose controller is gone; relaunch those that never got a job."""
+        for trial in self.study.trials():
+            if trial.state is not TrialState.RUNNING or controller_alive(trial.user_attrs.get(CONTROLLER)):
+                continue
+            job = trial.user_attrs.get(JOB)
+            if job is not None:
+                self.study.set_attr(trial.number, CONTROLLER, controller_id())
+                self.active[trial.number] = job
+                self.say(f"run {trial.number}: watching job {job} again")
+            else:
+                self._launch(self.study.adopt(trial.number))
+
+    def _launch(self, run: Run) -> None:
+        from lbm.launch.submission import submit
+
+        try:
+            submission = self.planner.submission(run.parameters)
+            job = submit(submission, self.backend, secrets=self.secrets)
+        except LbmError as error:
+            self.study.finish(run.number, None, reason=f"not launched: {error}")
+            self.say(f"run {run.number}: FAILED, not launched: {error}")
+            return
+        self.study.set_attr(run.number, JOB, job.name)
+        self.study.set_attr(run.number, ARTIFACT_URI, job.artifact_uri)
+        self.active[run.number] = job.name
+        shown = " ".join(f"{k}={v}" for k, v in run.parameters.items())
+        self.say(f"run {run.number}: job {job.name} {shown}")
+
+    def _watch(self) -> None:
+        sweep = self.study.sweep
+        metric = sweep.metric
+        running: set[int] = set()
+        for number, name in list(self.active.items()):
+            job = self.backend.describe(name)
+            if job.state.is_terminal:
+                self._finish(number, job.state, job.status_reason, job.artifact_uri)
+                del self.active[number]
+            elif job.state is JobState.RUNNING:
+                running.add(number)
+        if sweep.early_terminate is None or metric is None or not running:
+            return
+        histories = {}
+        for trial in self.study.trials():
+            uri = trial.user_attrs.get(ARTIFACT_URI)
+            if uri is not None:
+                histories[trial.number] = metric_history(uri, metric.name)
+        for number, step_values in histories.items():
+            if number in running and step_values:
+                self.study.report_progress(number, len(step_values), step_values[-1])
+        decided = runs_to_stop(sweep.early_terminate, histories, running, metric.goal == "maximize")
+        for number, reason in decided.items():
+            name = self.active.pop(number)
+            with contextlib.suppress(LbmError):  # it may have ended meanwhile
+                self.backend.stop(name, reason=reason)
+            self.study.stop_early(number, reason)
+            self.say(f"run {number}: job {name} stopped early ({reason})")
+
+    def _finish(self, number: int, state: JobState, reason: str | None, artifact_uri: str) -> None:
+        metric = self.study.sweep.metric
+        if state is not JobState.SUCCEEDED:
+            self.study.finish(number, None, reason=f"job {state.value}: {reason or 'no reason given'}")
+            self.say(f"run {number}: FAILED ({reason})")
+            return
+        if metric is None:
+            self.study.finish(number, 0.0)
+            self.say(f"run {number}: SUCCEEDED")
+            return
+        history = metric_history(artifact_uri, metric.name)
+        if not history:
+            self.study.finish(number, None, reason=f"the job logged no {metric.name}")
+            self.say(f"run {number}: FAILED (the job logged no {metric.name})")
+            return
+        self.study.finish(number, history[-1])
+        self.say(f"run {number}: SUCCEEDED {metric.name}={history[-1]:.6g}")
+
+
+def log_to(path) -> None:
+    """Send this process's output to the controller log (a detached controller)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(path, "a", buffering=1)  # noqa: SIM115 - the process's output for the rest of its life
+    os.dup2(log.fileno(), sys.stdout.fileno())
+    os.dup2(log.fileno(), sys.stderr.fileno())

@@ -1,0 +1,257 @@
+"""The Optuna study behind a sweep: which parameters each run gets, its result, and the run cap.
+
+Grid points and random draws are W&B's (a run's trial number picks its grid point and seeds its draw, so
+no point runs twice and several controllers never draw alike); bayes asks a model-based Optuna sampler.
+Trial numbers are handed out by the storage in order, so the cap holds across agents, controllers and
+machines: a trial numbered at or beyond the cap is closed at once and never runs.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+
+from lbm.errors import LbmError
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.trial import FrozenTrial
+
+    from lbm.sweeps.sweep_file import SweepFile
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+BEYOND_CAP = "beyond_cap"
+PARAMETERS = "parameters"
+JOB = "job"
+ARTIFACT_URI = "artifact_uri"
+CONTROLLER = "controller"
+REASON = "reason"
+STOPPED_EARLY = "stopped_early"
+# Trials a bayes sampler draws at random before its model takes over.
+BAYES_STARTUP_TRIALS = 10
+
+
+def bayes_sampler(seed: int) -> BaseSampler:
+    """The model-based sampler of method bayes (chosen on benchmarks/sweep_sample_efficiency.py)."""
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=BAYES_STARTUP_TRIALS, multivariate=True, constant_liar=True
+    )
+
+
+class TrialSeededSampler(BaseSampler):
+    """A sampler made afresh for each trial with a seed from the sweep's seed and the trial number, so a
+    trial's draws do not depend on which controller asked for it (and a preview shows what runs)."""
+
+    def __init__(self, make: Callable[[int], BaseSampler], seed: int):
+        self._make, self._seed = make, seed
+        self._inner = make(seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._inner = self._make(self._seed * 1_000_003 + trial.number)
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001 - Optuna's signature
+        self._inner.after_trial(study, trial, state, values)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep: its trial number and the values of its parameters (dotted keys)."""
+
+    number: int
+    trial_id: int
+    parameters: dict[str, Any]
+
+
+def storage_for(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage at an SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)."""
+    try:
+        if url.startswith("sqlite"):
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as error:  # noqa: BLE001 - any failure to reach the database is the user's to fix
+        reason = " ".join(str(error).split())[:300]
+        raise LbmError(f"cannot open the sweep storage {redacted(url)}: {reason}") from None
+
+
+def redacted(url: str) -> str:
+    """The storage URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL: show nothing of it
+        return "<storage url>"
+
+
+def run_cap(sweep: SweepFile, max_runs: int | None) -> int | None:
+    """How many runs the sweep makes: the least of --max-runs, run_cap and the grid's size (None: no end)."""
+    caps = [c for c in (max_runs, sweep.run_cap) if c is not None]
+    if sweep.method == "grid":
+        caps.append(len(sweep.grid()))
+    return min(caps) if caps else None
+
+
+class SweepStudy:
+    """A sweep's Optuna study: hands out runs up to the cap and records their outcome."""
+
+    def __init__(
+        self,
+        sweep: SweepFile,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        cap: int | None,
+        seed: int,
+    ):
+        self.sweep, self.study, self.storage, self.cap, self.seed = sweep, study, storage, cap, seed
+        self._grid = sweep.grid() if sweep.method == "grid" else None
+
+    @classmethod
+    def open(
+        cls,
+        sweep: SweepFile,
+        storage: optuna.storages.BaseStorage | str,
+        name: str,
+        cap: int | None,
+        seed: int,
+    ) -> SweepStudy:
+        """The study `name` in `storage` (created when it is not there)."""
+        if isinstance(storage, str):
+            storage = storage_for(storage)
+        direction = "maximize" if sweep.metric and sweep.metric.goal == "maximize" else "minimize"
+        sampler = (
+            TrialSeededSampler(bayes_sampler, seed)
+            if sweep.method == "bayes"
+            else optuna.samplers.RandomSampler(seed)
+        )
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction=direction, sampler=sampler, load_if_exists=True
+        )
+        return cls(sweep, study, storage, cap, seed)
+
+    # --- handing out runs ----------------------------------------------------------------------------------
+
+    def trials(self) -> list[FrozenTrial]:
+        """The sweep's runs as trials (those beyond the cap left out), in order."""
+        return [t for t in self.study.get_trials(deepcopy=False) if not t.user_attrs.get(BEYOND_CAP)]
+
+    def exhausted(self) -> bool:
+        """No more runs: the cap is reached, or a run met the metric's target."""
+        trials = self.trials()
+        if self.cap is not None and len(trials) >= self.cap:
+            return True
+        metric = self.sweep.metric
+        return metric is not None and any(
+            t.state is TrialState.COMPLETE and metric.reached(t.value) for t in trials
+        )
+
+    def next_run(self) -> Run | None:
+        """A new run with its parameters, or None when the sweep has made all its runs."""
+        if self.exhausted():
+            return None
+        trial = self.study.ask()
+        if self.cap is not None and trial.number >= self.cap:
+            trial.set_user_attr(BEYOND_CAP, True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        trial.set_user_attr(CONTROLLER, controller_id())
+        return self._parameters_of(trial)
+
+    def adopt(self, number: int) -> Run:
+        """The run `number` again (its controller died before it launched a job), with the same parameters."""
+        frozen = self.trial(number)
+        trial = optuna.Trial(self.study, frozen._trial_id)
+        trial.set_user_attr(CONTROLLER, controller_id())
+        return self._parameters_of(trial)
+
+    def _parameters_of(self, trial: optuna.Trial) -> Run:
+        saved = trial.user_attrs.get(PARAMETERS)
+        parameters = saved if saved is not None else self.point(trial)
+        if saved is None:
+            trial.set_user_attr(PARAMETERS, parameters)
+        return Run(trial.number, trial._trial_id, parameters)
+
+    def point(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The parameter values of `trial`: its grid point, its W&B draw, or the bayes sampler's proposal."""
+        if self._grid is not None:
+            return self._grid[trial.number]
+        if self.sweep.method == "random":
+            return draw_point(self.sweep, self.seed, trial.number)
+        return {key: parameter.suggest(trial) for key, parameter in self.sweep.parameters.items()}
+
+    # --- outcomes ------------------------------------------------------------------------------------------
+
+    def trial(self, number: int) -> FrozenTrial:
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.number == number:
+                return trial
+        raise LbmError(f"sweep {self.study.study_name} has no run {number}")
+
+    def set_attr(self, number: int, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.trial(number)._trial_id, key, value)
+
+    def report_progress(self, number: int, step: int, value: float) -> None:
+        """An intermediate value of the metric (hyperband compares runs by these)."""
+        self.storage.set_trial_intermediate_value(self.trial(number)._trial_id, step, value)
+
+    def finish(self, number: int, value: float | None, reason: str | None = None) -> None:
+        """Close run `number`: with the metric's value (COMPLETE), or failed with `reason`."""
+        if reason is not None:
+            self.set_attr(number, REASON, reason)
+        if value is None:
+            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        else:
+            self.study.tell(number, value, skip_if_finished=True)
+
+    def stop_early(self, number: int, reason: str) -> None:
+        """Close run `number` as stopped by hyperband (PRUNED, its last value kept)."""
+        self.set_attr(number, STOPPED_EARLY, True)
+        self.set_attr(number, REASON, reason)
+        self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+
+
+def draw_point(sweep: SweepFile, seed: int, number: int) -> dict[str, Any]:
+    """Run `number`'s random draw of every parameter (W&B's distributions), the same on any machine."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, number])
+    return {key: p.draw(rng) for key, p in sweep.parameters.items()}
+
+
+def controller_id() -> str:
+    """This process as a controller: `host:pid`."""
+    import os
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def preview(sweep: SweepFile, runs: int, seed: int) -> list[dict[str, Any]]:
+    """The parameters of the first `runs` runs (for bayes: its random start-up runs), computed by the same
+    engine on a study in memory."""
+    if sweep.method == "bayes":
+        runs = min(runs, BAYES_STARTUP_TRIALS)
+    study = SweepStudy.open(sweep, optuna.storages.InMemoryStorage(), "preview", run_cap(sweep, runs), seed)
+    points = []
+    while (run := study.next_run()) is not None:
+        points.append(run.parameters)
+    return points
