@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +46,40 @@ regions:
     bucket: {bucket}
     prefix: outputs
     queues:
-      - {{name: {queue}, instanceType: cpu, capacity: 1}}
+      - {{name: {queue}, instanceType: cpu, capacity: {capacity}}}
 """
+
+
+@contextlib.contextmanager
+def lab_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
+    """A fresh user machine in `tmp_path` (see `Lab`), this test's environment pointing at it; its jobs and
+    agent are stopped at the end."""
+    gitconfig = tmp_path / "gitconfig"
+    subprocess.run(
+        ["git", "config", "--file", str(gitconfig), "user.email", "Jane.Doe@example.com"], check=True
+    )
+    (tmp_path / "work").mkdir()
+    env = {
+        "LBM_HOME": str(tmp_path / "home"),
+        "LBM_DATA_DIR": str(tmp_path / "data"),
+        "LBM_CONFIG_DIR": str(tmp_path / "config"),
+        "LBM_SITE": str(tmp_path / "site.yaml"),
+        "LBM_STOP_GRACE_S": "2",
+        "GIT_CONFIG_GLOBAL": str(gitconfig),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "NETRC": str(tmp_path / "no-netrc"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("WANDB_API_KEY", "AWS_PROFILE", "LBM_SLACK_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path / "work")
+    lab = Lab(tmp_path)
+    lab.use_bucket(f"file://{lab.bucket}")
+    try:
+        yield lab
+    finally:
+        lab.clean_up()
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> object:
@@ -145,9 +177,10 @@ class Lab:
             self._backend = LocalBackend(self.home.root, load_site().region())
         return self._backend
 
-    def use_bucket(self, url: str) -> None:
-        """Make `url` the bucket of region `local` (before the first launch)."""
-        Path(self.env["LBM_SITE"]).write_text(SITE_YAML.format(bucket=url, queue=QUEUE))
+    def use_bucket(self, url: str, capacity: int = 1) -> None:
+        """Make `url` the bucket of region `local`, whose queue runs `capacity` jobs at once (before the
+        first launch)."""
+        Path(self.env["LBM_SITE"]).write_text(SITE_YAML.format(bucket=url, queue=QUEUE, capacity=capacity))
 
     def launch(self, *args: str, env: dict[str, str] | None = None) -> Launched:
         """Start `lbm launch --config-file <tiny> ARGS` as a process."""

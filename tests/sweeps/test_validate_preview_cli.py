@@ -54,7 +54,7 @@ def test_preview_of_random_depends_on_the_seed_only(tmp_path):
     assert first.returncode == 0, first.stderr
     assert first.stdout == again.stdout != other.stdout
     assert first.stdout.splitlines()[0].startswith("run 0: conditional=")
-    assert "training.lr_scale_for_grouped_params.obs_encoder=" in first.stdout
+    assert "training.lr_warmup_steps=" in first.stdout
 
 
 @pytest.mark.parametrize("runs", ["0", "-1"])

@@ -156,14 +156,14 @@ def _create(args: argparse.Namespace) -> int:
     cap = run_cap(sweep, args.max_runs)
     first = preview(sweep, min(cap or DRY_RUN_RUNS, DRY_RUN_RUNS), args.seed)
     submissions = [planner.submission(point) for point in first]
-    if args.dry_run:
-        return _print_dry_run(name, sweep, cap, submissions, first)
     if args.max_runs is not None and args.max_runs % args.max_agents:
         print(
             f"warning: --max-runs {args.max_runs} does not divide by --max-agents {args.max_agents}; "
             "the last runs go with fewer agents",
             file=sys.stderr,
         )
+    if args.dry_run:
+        return _print_dry_run(name, sweep, cap, submissions, first)
     from lbm.launch.submission import check_bucket
 
     check_bucket(base.region)
@@ -191,10 +191,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _print_dry_run(name: str, sweep: SweepFile, cap: int | None, submissions: list, points: list) -> int:
-    print(
-        f"# dry run: nothing was launched; sweep {name} ({sweep.method}) would make "
-        f"{cap if cap is not None else 'runs until stopped'}{' runs' if cap is not None else ''}"
-    )
+    runs = f"{cap} run(s)" if cap is not None else "runs until it is stopped"
+    print(f"# dry run: nothing was launched; sweep {name} ({sweep.method}) would make {runs}")
     for number, (submission, point) in enumerate(zip(submissions, points, strict=True)):
         print(f"run {number}: " + " ".join(f"{k}={v}" for k, v in point.items()))
         print(f"  overrides: {','.join(submission.overrides)}")

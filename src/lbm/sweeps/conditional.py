@@ -56,7 +56,7 @@ def read_conditional_files(sweep: SweepFile) -> dict[str, dict[str, Any]]:
 
 def conditional_overrides(config: DictConfig, addon: dict[str, Any]) -> list[str]:
     """Hydra overrides that merge `addon` over `config`: each leaf set (`++`), and, where a node's
-    `_target_` changes, the old node's other keys removed first (`~`)."""
+    `_target_` changes, the old node removed first (`~`)."""
     from omegaconf import DictConfig
 
     from lbm.train.legacy_targets import LEGACY_TARGETS
@@ -73,7 +73,8 @@ def conditional_overrides(config: DictConfig, addon: dict[str, Any]) -> list[str
             if isinstance(old, DictConfig) and "_target_" in value:
                 target = LEGACY_TARGETS.get(value["_target_"], value["_target_"])
                 if target != old.get("_target_"):
-                    overrides.extend(f"~{path}.{k}" for k in old if k not in value)
+                    overrides.append(f"~{path}")
+                    old = None
             walk(old, value, f"{path}.")
 
     walk(config, addon, "")

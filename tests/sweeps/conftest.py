@@ -1,0 +1,21 @@
+"""Sweep fixtures: `lab`, a fresh user machine whose queue runs 3 jobs at once (see `e2e.e2e_lab.Lab`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.e2e_lab import Lab, lab_machine
+
+QUEUE_CAPACITY = 3
+
+
+@pytest.fixture
+def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
+    """A fresh user machine; its queue runs more jobs at once than the sweeps' agents, so the agents are
+    what limits them."""
+    with lab_machine(tmp_path, monkeypatch) as lab:
+        lab.use_bucket(f"file://{lab.bucket}", capacity=QUEUE_CAPACITY)
+        yield lab
