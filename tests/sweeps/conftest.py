@@ -19,3 +19,14 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     with lab_machine(tmp_path, monkeypatch) as lab:
         lab.use_bucket(f"file://{lab.bucket}", capacity=QUEUE_CAPACITY)
         yield lab
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """An SQLAlchemy URL of a PostgreSQL server this test session starts (skipped without the binaries)."""
+    from postgres_server import postgres_bin, postgres_server
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    with postgres_server() as url:
+        yield url

@@ -12,7 +12,16 @@ import subprocess
 
 import psutil
 import pytest
-from sweep_lab import jobs, most_at_once, resolved, run_sweep, sweep_args, sweep_runs, write_sweep
+from sweep_lab import (
+    jobs,
+    most_at_once,
+    resolved,
+    run_sweep,
+    sweep_args,
+    sweep_folder,
+    sweep_runs,
+    write_sweep,
+)
 
 from e2e.e2e_lab import Lab, wait_for
 from lbm.jobs.model import JobState
@@ -138,6 +147,7 @@ def test_stop_ends_the_running_job_and_the_controller(lab: Lab):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    wait_for((sweep_folder(lab) / "s" / "sweep.json").exists, "the sweep's record")
     first = wait_for(lambda: next((r for r in sweep_runs("s") if r["job"]), None), "the first run's job")
     lab.wait_state(first["job"], [JobState.RUNNING])
 
@@ -149,3 +159,27 @@ def test_stop_ends_the_running_job_and_the_controller(lab: Lab):
     status = lab.run("lbm", "sweep", "status", "s", "--json")
     assert '"state": "stopped"' in status.stdout
     assert len(jobs(lab)) == 1
+
+
+def test_two_controllers_on_one_postgresql_study_share_the_run_cap(lab: Lab, postgres_url: str):
+    name = write_sweep(lab, "p.yaml", RANDOM)
+    args = sweep_args(name, "--max-runs", "3", "--max-agents", "2", "--name", "p", "--storage", postgres_url)
+    controllers = [
+        subprocess.Popen(
+            args,
+            env=lab.env,
+            cwd=lab.root / "work",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [c.communicate(timeout=600)[0] for c in controllers]
+
+    assert [c.returncode for c in controllers] == [0, 0], outputs
+    runs = sweep_runs("p")
+    assert len(runs) == 3 and len(jobs(lab)) == 3
+    assert [r["parameters"] for r in runs] == [draw_point(parse_sweep(RANDOM, "t"), 0, n) for n in range(3)]
+    assert [r["state"] for r in runs] == ["succeeded"] * 3
+    assert "postgresql" in lab.run("lbm", "sweep", "status", "p", "--json").stdout

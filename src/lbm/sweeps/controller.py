@@ -66,6 +66,7 @@ class Controller:
         self._pick_up()
         while True:
             if state_of(self.study) == State.STOPPED:
+                self._stop_active()
                 self.say(f"sweep {self.study.study.study_name} was stopped")
                 return 0
             self._watch()
@@ -80,6 +81,14 @@ class Controller:
                 self.say(f"sweep {self.study.study.study_name} finished")
                 return 0
             time.sleep(POLL_S)
+
+    def _stop_active(self) -> None:
+        """Stop the jobs this controller watches (one launched as the sweep was being stopped)."""
+        for number, name in self.active.items():
+            with contextlib.suppress(LbmError):  # it has ended already
+                self.backend.stop(name, reason="the sweep was stopped")
+            self.study.finish(number, None, reason="the sweep was stopped")
+        self.active.clear()
 
     def _left_to_others(self) -> bool:
         """Whether runs are still going elsewhere (another controller) while this one can launch no more."""

@@ -9,6 +9,7 @@ machines: a trial numbered at or beyond the cap is closed at once and never runs
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ ARTIFACT_URI = "artifact_uri"
 CONTROLLER = "controller"
 REASON = "reason"
 STOPPED_EARLY = "stopped_early"
+# Tries to open a storage or study that another controller is creating at the same moment.
+OPEN_TRIES = 5
 # Trials a bayes sampler draws at random before its model takes over.
 BAYES_STARTUP_TRIALS = 10
 
@@ -84,14 +87,21 @@ class Run:
 
 
 def storage_for(url: str) -> optuna.storages.BaseStorage:
-    """The Optuna storage at an SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)."""
-    try:
-        if url.startswith("sqlite"):
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except Exception as error:  # noqa: BLE001 - any failure to reach the database is the user's to fix
-        reason = " ".join(str(error).split())[:300]
-        raise LbmError(f"cannot open the sweep storage {redacted(url)}: {reason}") from None
+    """The Optuna storage at an SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...).
+
+    Controllers that open a new database at the same moment race to create its tables: the loser tries
+    again.
+    """
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(OPEN_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as error:  # noqa: BLE001 - any failure to reach the database is the user's to fix
+            if attempt == OPEN_TRIES - 1:
+                reason = " ".join(str(error).split())[:300]
+                raise LbmError(f"cannot open the sweep storage {redacted(url)}: {reason}") from None
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def redacted(url: str) -> str:
@@ -125,6 +135,7 @@ class SweepStudy:
     ):
         self.sweep, self.study, self.storage, self.cap, self.seed = sweep, study, storage, cap, seed
         self._grid = sweep.grid() if sweep.method == "grid" else None
+        self._no_more = False  # this object has seen the cap reached
 
     @classmethod
     def open(
@@ -144,9 +155,20 @@ class SweepStudy:
             if sweep.method == "bayes"
             else optuna.samplers.RandomSampler(seed)
         )
-        study = optuna.create_study(
-            storage=storage, study_name=name, direction=direction, sampler=sampler, load_if_exists=True
-        )
+        for attempt in range(OPEN_TRIES):
+            try:
+                study = optuna.create_study(
+                    storage=storage,
+                    study_name=name,
+                    direction=direction,
+                    sampler=sampler,
+                    load_if_exists=True,
+                )
+                break
+            except Exception:  # another controller creates the same study at the same moment
+                if attempt == OPEN_TRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         return cls(sweep, study, storage, cap, seed)
 
     # --- handing out runs ----------------------------------------------------------------------------------
@@ -157,22 +179,27 @@ class SweepStudy:
 
     def exhausted(self) -> bool:
         """No more runs: the cap is reached, or a run met the metric's target."""
-        trials = self.trials()
-        if self.cap is not None and len(trials) >= self.cap:
+        if self.cap is not None and len(self.trials()) >= self.cap:
             return True
+        return self._target_met()
+
+    def _target_met(self) -> bool:
         metric = self.sweep.metric
-        return metric is not None and any(
-            t.state is TrialState.COMPLETE and metric.reached(t.value) for t in trials
+        if metric is None or metric.target is None:
+            return False
+        return any(
+            metric.reached(t.value) for t in self.study.get_trials(False, states=(TrialState.COMPLETE,))
         )
 
     def next_run(self) -> Run | None:
         """A new run with its parameters, or None when the sweep has made all its runs."""
-        if self.exhausted():
+        if self._no_more or self._target_met():
             return None
         trial = self.study.ask()
         if self.cap is not None and trial.number >= self.cap:
             trial.set_user_attr(BEYOND_CAP, True)
             self.study.tell(trial, state=TrialState.FAIL)
+            self._no_more = True
             return None
         trial.set_user_attr(CONTROLLER, controller_id())
         return self._parameters_of(trial)
@@ -215,19 +242,25 @@ class SweepStudy:
         self.storage.set_trial_intermediate_value(self.trial(number)._trial_id, step, value)
 
     def finish(self, number: int, value: float | None, reason: str | None = None) -> None:
-        """Close run `number`: with the metric's value (COMPLETE), or failed with `reason`."""
-        if reason is not None:
-            self.set_attr(number, REASON, reason)
+        """Close run `number`: with the metric's value (COMPLETE), or failed with `reason`; a run closed
+        already (by another controller, or by `lbm sweep stop`) keeps its first outcome."""
+        attrs = {} if reason is None else {REASON: reason}
         if value is None:
-            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            self._close(number, attrs, state=TrialState.FAIL)
         else:
-            self.study.tell(number, value, skip_if_finished=True)
+            self._close(number, attrs, values=value)
 
     def stop_early(self, number: int, reason: str) -> None:
         """Close run `number` as stopped by hyperband (PRUNED, its last value kept)."""
-        self.set_attr(number, STOPPED_EARLY, True)
-        self.set_attr(number, REASON, reason)
-        self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        self._close(number, {STOPPED_EARLY: True, REASON: reason}, state=TrialState.PRUNED)
+
+    def _close(self, number: int, attrs: dict[str, Any], **outcome: Any) -> None:
+        try:
+            for key, value in attrs.items():
+                self.set_attr(number, key, value)
+            self.study.tell(number, skip_if_finished=True, **outcome)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # closed meanwhile: the first outcome stands
 
 
 def draw_point(sweep: SweepFile, seed: int, number: int) -> dict[str, Any]:

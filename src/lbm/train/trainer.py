@@ -198,6 +198,7 @@ class Trainer:
         self.accumulate = int(self.training.gradient_accumulate_every)
         self.use_bf16 = self.device.type == "cuda" and self.training.get("mixed_precision") == "bf16"
         self._stop_requested = False
+        self._uploader: transfer.BackgroundUploader | None = None
         self._last_saved: tuple[int, float | None] | None = None
 
         check_explicit(self.training)
@@ -403,6 +404,7 @@ class Trainer:
         """Train to the end (or until SIGTERM); return the process exit status."""
         main = self.dist.is_main
         uploader = transfer.BackgroundUploader(self.artifact_uri) if (main and self.artifact_uri) else None
+        self._uploader = uploader
         metrics, wandb_run, keeper = None, None, None
         if main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -505,6 +507,9 @@ class Trainer:
 
     def _log(self, metrics: MetricsLog, record: dict[str, Any]) -> None:
         metrics.log(record)
+        if self._uploader is not None:
+            # Watchers of the artifact folder (a sweep's hyperband) see the metrics while the run goes on.
+            self._uploader.upload(metrics.path)
         done = self.progress.step / self.total_steps
         epochs = self.training.num_epochs
         rate = record.get("samples_per_s") or 0.0

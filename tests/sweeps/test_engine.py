@@ -1,0 +1,75 @@
+"""The engine's run cap and grid under concurrency: several processes asking one study at once (SQLite
+and PostgreSQL) get exactly the cap's number of runs, and no grid point twice."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import optuna
+import pytest
+
+from lbm.sweeps.engine import SweepStudy, run_cap
+from lbm.sweeps.sweep_file import parse_sweep
+
+GRID = {
+    "method": "grid",
+    "metric": {"name": "loss"},
+    "parameters": {"a": {"values": [1, 2, 3, 4]}, "b": {"min": 1, "max": 3}},
+}
+BAYES = {"method": "bayes", "metric": {"name": "loss"}, "parameters": {"x": {"min": -1.0, "max": 1.0}}}
+ASKERS = 4
+
+
+def ask_until_done(data: dict, url: str, name: str, cap: int | None) -> list[dict]:
+    """What one controller process gets: runs until the study says there are no more."""
+    sweep = parse_sweep(data, "t")
+    study = SweepStudy.open(sweep, url, name, cap, seed=0)
+    got = []
+    while (run := study.next_run()) is not None:
+        got.append(run.parameters)
+        value = sum(v for v in run.parameters.values())
+        study.finish(run.number, float(value))
+    return got
+
+
+def ask_concurrently(data: dict, url: str, name: str, cap: int | None) -> list[dict]:
+    SweepStudy.open(parse_sweep(data, "t"), url, name, cap, seed=0)  # created once, then joined
+    with multiprocessing.get_context("spawn").Pool(ASKERS) as pool:
+        results = pool.starmap(ask_until_done, [(data, url, name, cap)] * ASKERS)
+    return [point for got in results for point in got]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'study.sqlite'}"
+
+
+def test_the_cap_is_the_least_of_max_runs_run_cap_and_the_grid():
+    sweep = parse_sweep(GRID, "t")
+    assert run_cap(sweep, None) == 12
+    assert run_cap(sweep, 5) == 5
+    assert run_cap(parse_sweep({**GRID, "run_cap": 3}, "t"), 5) == 3
+    assert run_cap(parse_sweep(BAYES, "t"), None) is None
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_concurrent_askers_get_the_whole_grid_once(storage, request):
+    url = request.getfixturevalue("sqlite_url" if storage == "sqlite" else "postgres_url")
+    points = ask_concurrently(GRID, url, f"grid-{storage}", run_cap(parse_sweep(GRID, "t"), 100))
+    assert sorted((p["a"], p["b"]) for p in points) == [(a, b) for a in (1, 2, 3, 4) for b in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_concurrent_askers_share_the_run_cap(storage, request):
+    url = request.getfixturevalue("sqlite_url" if storage == "sqlite" else "postgres_url")
+    points = ask_concurrently(BAYES, url, f"bayes-{storage}", 15)
+    assert len(points) == 15
+    assert len({p["x"] for p in points}) == 15  # each asker's draws differ from the others'
+    study = optuna.load_study(study_name=f"bayes-{storage}", storage=url)
+    counted = [t for t in study.trials if not t.user_attrs.get("beyond_cap")]
+    assert sorted(t.number for t in counted) == list(range(15))
+
+
+def test_a_run_met_target_ends_the_sweep(sqlite_url):
+    data = {**BAYES, "metric": {"name": "loss", "goal": "maximize", "target": -2.0}}
+    assert ask_until_done(data, sqlite_url, "t", 10)[1:] == []  # any value of x is above -2
