@@ -47,7 +47,9 @@ def finished_trials(sweep, count: int) -> list[optuna.trial.FrozenTrial]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--finished", type=int, default=1000, help="finished runs in the study (default 1000)")
+    parser.add_argument(
+        "--finished", type=int, default=1000, help="finished runs in the study (default 1000)"
+    )
     parser.add_argument("--suggestions", type=int, default=30, help="timed suggestions (default 30)")
     args = parser.parse_args()
     sweep = read_sweep_file(find_sweep_file("example_sweep_combined.yaml"))

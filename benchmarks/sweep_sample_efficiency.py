@@ -85,7 +85,9 @@ def main() -> int:
                 "runs": counts,
                 "seconds": round(time.perf_counter() - started, 1),
             }
-            print(f"{dataset:<28} {method:<7} median {statistics.median(counts):>6} runs  {counts}", flush=True)
+            print(
+                f"{dataset:<28} {method:<7} median {statistics.median(counts):>6} runs  {counts}", flush=True
+            )
     print(json.dumps(results))
     return 0
 

@@ -87,6 +87,7 @@ def test_the_seeds_basic_sweep_runs(lab: Lab):
     runs = sweep_runs("b")
     assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
     assert all(1e-5 <= r["parameters"]["optimizer.lr"] <= 1e-3 and r["value"] > 0 for r in runs)
+    assert all(resolved(j)["logging"]["project"] == "diffusion_sweep" for j in jobs(lab))  # the file's
     assert sorted(resolved(j)["optimizer"]["lr"] for j in jobs(lab)) == sorted(
         r["parameters"]["optimizer.lr"] for r in runs
     )

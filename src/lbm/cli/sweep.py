@@ -150,7 +150,7 @@ def _create(args: argparse.Namespace) -> int:
     name = check_name(args.name or f"{path.stem}-{time.strftime('%Y-%m-%d-%H-%M-%S')}")
     settings = _settings_of(args)
     files = read_conditional_files(sweep)
-    planner = RunPlanner(name, settings, files, load_site())
+    planner = RunPlanner(name, settings, files, load_site(), sweep.kept.get("project"))
     base = planner.base()
     check_keys(list(sweep.parameters), base.config, base.launch.config_file)
     cap = run_cap(sweep, args.max_runs)
@@ -207,7 +207,9 @@ def _control(record: SweepRecord) -> int:
     from lbm.sweeps.runs import RunPlanner
 
     study, settings = record.study()
-    planner = RunPlanner(record.name, settings.launch, settings.conditional_files, load_site())
+    planner = RunPlanner(
+        record.name, settings.launch, settings.conditional_files, load_site(), settings.sweep.get("project")
+    )
     backend = backend_for(load_site().region(settings.launch.get("region")))
     key = wandb_api_key()
     controller = Controller(

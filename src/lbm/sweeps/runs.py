@@ -1,5 +1,5 @@
 """From a run's parameters to a checked launch: the sweep's launch settings, the parameters as overrides,
-the conditional file merged over the config, and the sweep as the W&B group."""
+the conditional file merged over the config, and the sweep as the W&B group (in the file's project)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RunPlanner:
     """Plans the runs of sweep `sweep_name` with the launch `settings` (LaunchSpec fields; its
-    config_overrides a list) and the sweep's conditional files."""
+    config_overrides a list), the sweep's conditional files and its W&B project (the file's `project`)."""
 
     sweep_name: str
     settings: Mapping[str, Any]
     conditional_files: Mapping[str, dict[str, Any]]
     site: Site
+    wandb_project: str | None = None
 
     def base(self) -> Submission:
         """The launch without any swept parameter (the training config the sweep's keys must name)."""
@@ -43,6 +44,8 @@ class RunPlanner:
 
     def _overrides(self, parameters: list[str]) -> list[str]:
         group = [f"++logging.group={quoted(self.sweep_name)}"]
+        if self.wandb_project:
+            group.append(f"++logging.project={quoted(self.wandb_project)}")
         return merge_overrides(self.settings.get("config_overrides") or (), group, parameters)
 
     def _plan(self, overrides: list[str]) -> Submission:
