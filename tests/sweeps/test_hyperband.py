@@ -32,12 +32,13 @@ def test_maximize_turns_the_comparison_round():
     assert set(runs_to_stop(Hyperband((1,), 3.0, True), histories, {0, 1, 2}, maximize=True)) == {2}
 
 
-STEPS = 40
+STEPS = 16
 LAGGING = {
     "method": "grid",
     "metric": {"name": "train_loss", "goal": "minimize"},
-    "early_terminate": {"type": "hyperband", "min_iter": 3, "eta": 3},
-    # Two runs that learn and one that cannot (lr 0): at milestone 3 (step 6) it is behind the best third.
+    "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
+    # Two runs that learn and one that cannot (lr 0): at milestone 2 (step 4) or 6 (step 12) it is behind
+    # the best third.
     "parameters": {"optimizer": {"parameters": {"lr": {"values": [0.01, 0.005, 0.0]}}}},
 }
 
