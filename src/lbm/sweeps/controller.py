@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -172,10 +171,3 @@ class Controller:
         self.study.finish(number, history[-1])
         self.say(f"run {number}: SUCCEEDED {metric.name}={history[-1]:.6g}")
 
-
-def log_to(path) -> None:
-    """Send this process's output to the controller log (a detached controller)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(path, "a", buffering=1)  # noqa: SIM115 - the process's output for the rest of its life
-    os.dup2(log.fileno(), sys.stdout.fileno())
-    os.dup2(log.fileno(), sys.stderr.fileno())

@@ -88,7 +88,6 @@ class Run:
     """One run of a sweep: its trial number and the values of its parameters (dotted keys)."""
 
     number: int
-    trial_id: int
     parameters: dict[str, Any]
 
 
@@ -240,7 +239,7 @@ class SweepStudy:
         parameters = saved if saved is not None else self.point(trial)
         if saved is None:
             trial.set_user_attr(PARAMETERS, parameters)
-        return Run(trial.number, trial._trial_id, parameters)
+        return Run(trial.number, parameters)
 
     def point(self, trial: optuna.Trial) -> dict[str, Any]:
         """The parameter values of `trial`: its grid point, its W&B draw, or the bayes sampler's proposal."""
