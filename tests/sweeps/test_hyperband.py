@@ -32,14 +32,14 @@ def test_maximize_turns_the_comparison_round():
     assert set(runs_to_stop(Hyperband((1,), 3.0, True), histories, {0, 1, 2}, maximize=True)) == {2}
 
 
-STEPS = 16
+STEPS = 20
 LAGGING = {
     "method": "grid",
     "metric": {"name": "train_loss", "goal": "minimize"},
-    "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
-    # Two runs that learn and one that cannot (lr 0): at milestone 2 (step 4) or 6 (step 12) it is behind
-    # the best third.
-    "parameters": {"optimizer": {"parameters": {"lr": {"values": [0.01, 0.005, 0.0]}}}},
+    "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2},
+    # Two runs that learn and one that barely can (lr 1e-7): at milestone 2, 4 or 8 (steps 4, 8, 16) it is
+    # behind the better half of the three.
+    "parameters": {"optimizer": {"parameters": {"lr": {"values": [0.01, 0.005, 1e-7]}}}},
 }
 
 
@@ -52,6 +52,8 @@ def test_hyperband_stops_a_lagging_run_through_the_backend(lab: Lab):
         f"task.synthesize.episodes_per_task=4,dataloader.batch_size=16,dataloader.num_workers=0,"
         f"training.log_every=2,training.max_train_steps={STEPS},training.lr_warmup_steps=0,"
         "checkpoint.every_n_steps=1000",
+        "--max-agents",
+        "3",
         "--name",
         "h",
     )
@@ -59,7 +61,7 @@ def test_hyperband_stops_a_lagging_run_through_the_backend(lab: Lab):
     assert done.returncode == 0, done.stdout + done.stderr
     runs = {r["parameters"]["optimizer.lr"]: r for r in sweep_runs("h")}
     assert runs[0.01]["state"] == runs[0.005]["state"] == "succeeded"
-    lagging = runs[0.0]
+    lagging = runs[1e-7]
     assert lagging["state"] == "stopped early" and "hyperband" in lagging["reason"]
     job = next(j for j in jobs(lab) if j.name == lagging["job"])
     assert job.state is JobState.FAILED and "hyperband" in job.status_reason

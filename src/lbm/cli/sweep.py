@@ -187,7 +187,7 @@ def _create(args: argparse.Namespace) -> int:
     print(f"status:  lbm sweep status {name}", flush=True)
     if args.detach:
         return _detach(record)
-    return _control(record)
+    return _control(record, args.max_agents)
 
 
 def _print_dry_run(name: str, sweep: SweepFile, cap: int | None, submissions: list, points: list) -> int:
@@ -199,7 +199,8 @@ def _print_dry_run(name: str, sweep: SweepFile, cap: int | None, submissions: li
     return 0
 
 
-def _control(record: SweepRecord) -> int:
+def _control(record: SweepRecord, max_agents: int | None = None) -> int:
+    """Run the sweep's controller here, with `max_agents` runs at once (default: the sweep's)."""
     from lbm.jobs.registry import backend_for
     from lbm.secrets import wandb_api_key
     from lbm.site import load_site
@@ -212,9 +213,8 @@ def _control(record: SweepRecord) -> int:
     )
     backend = backend_for(load_site().region(settings.launch.get("region")))
     key = wandb_api_key()
-    controller = Controller(
-        study, planner, backend, settings.max_agents, {"WANDB_API_KEY": key} if key else {}
-    )
+    secrets = {"WANDB_API_KEY": key} if key else {}
+    controller = Controller(study, planner, backend, max_agents or settings.max_agents, secrets)
     try:
         return controller.run()
     except KeyboardInterrupt:
