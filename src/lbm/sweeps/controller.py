@@ -59,6 +59,7 @@ class Controller:
         self.study, self.planner, self.backend = study, planner, backend
         self.max_agents, self.secrets, self.say = max_agents, secrets, say
         self.active: dict[int, str] = {}  # run number -> job name
+        self._ended_histories: dict[int, list[float]] = {}  # the metric's values of runs that ended
 
     def run(self) -> int:
         """0 when the sweep has ended (all runs made, target met or stopped)."""
@@ -140,8 +141,14 @@ class Controller:
         histories = {}
         for trial in self.study.trials():
             uri = trial.user_attrs.get(ARTIFACT_URI)
-            if uri is not None:
-                histories[trial.number] = metric_history(uri, metric.name)
+            if uri is None:
+                continue
+            if trial.number in self._ended_histories:
+                histories[trial.number] = self._ended_histories[trial.number]
+                continue
+            histories[trial.number] = metric_history(uri, metric.name)
+            if trial.state is not TrialState.RUNNING:
+                self._ended_histories[trial.number] = histories[trial.number]
         for number, step_values in histories.items():
             if number in running and step_values:
                 self.study.report_progress(number, len(step_values), step_values[-1])
@@ -170,4 +177,3 @@ class Controller:
             return
         self.study.finish(number, history[-1])
         self.say(f"run {number}: SUCCEEDED {metric.name}={history[-1]:.6g}")
-
