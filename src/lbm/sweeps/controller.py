@@ -5,7 +5,6 @@ behind. A sweep outlives its controller: a new one picks up the jobs and the run
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -29,19 +28,21 @@ POLL_S = 0.5
 
 
 def controller_alive(controller: str | None) -> bool:
-    """Whether the controller `host:pid` still runs (one on another host is taken to run)."""
+    """Whether the controller `host:pid` still runs (one on another host is taken to run; a zombie, killed
+    and not yet reaped, does not)."""
     if not controller:
         return False
     host, _, pid = controller.rpartition(":")
     if host != socket.gethostname():
         return True
+    import psutil
+
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except (PermissionError, ValueError):
+    except (psutil.Error, ValueError):
         return True
-    return True
 
 
 class Controller:
@@ -75,6 +76,8 @@ class Controller:
                 if run is None:
                     break
                 self._launch(run)
+            if not self.active and self._left_to_others():
+                self._pick_up()  # a controller that watched the last runs may have died meanwhile
             if not self.active and not self._left_to_others():
                 if state_of(self.study) != State.STOPPED:
                     set_state(self.study, State.FINISHED)
