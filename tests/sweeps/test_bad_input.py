@@ -48,7 +48,7 @@ def nothing_written(lab: Lab) -> bool:
                 "parameters": {"dataloader": {"parameters": {"batch_size": {"values": ["big"]}}}},
             },
             [],
-            "dataloader.batch_size must be a number",
+            "dataloader.batch_size='big' is not valid",
         ),
     ],
 )
