@@ -18,6 +18,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     what limits them."""
     with lab_machine(tmp_path, monkeypatch) as lab:
         lab.use_bucket(f"file://{lab.bucket}", capacity=QUEUE_CAPACITY)
+        assert lab.backend is not None  # the lab stops its agent at the end only once it has a backend
         yield lab
 
 
