@@ -129,6 +129,47 @@ def test_model_metrics_from_the_artifact_metrics_jsonl(world):
     assert f"train_loss  {curve}" in text
 
 
+def test_model_metrics_show_the_success_rate_of_rollouts_beside_the_losses(world):
+    world.submit("rolled", "print('rolled')")
+    world.wait_state("rolled", FINISHED)
+    artifact = world.bucket / "outputs" / "jane-doe-lbm" / "rolled"
+    artifact.mkdir(parents=True)
+    records = [
+        {"step": 50, "epoch": 1, "train_loss": 0.2, "val_loss": 0.3},
+        {
+            "step": 100,
+            "epoch": 2,
+            "train_loss": 0.1,
+            "val_loss": 0.2,
+            "test_mean_score": 0.9,
+            "test_success_reach_red": 1.0,
+            "test_success_reach_blue": 0.8,
+        },
+        {
+            "step": 150,
+            "epoch": 3,
+            "train_loss": 0.05,
+            "val_loss": 0.25,
+            "test_mean_score": 0.7,
+            "test_success_reach_red": 0.6,
+            "test_success_reach_blue": 0.8,
+        },
+    ]
+    (artifact / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    summary = json.loads(world.run("batchy", "model-metrics", "test-cpu", "rolled", "--json").stdout)
+    assert summary["best"]["test_mean_score"] == {"value": 0.9, "step": 100, "epoch": 2}
+    assert summary["best"]["val_loss"]["value"] == 0.2
+    assert summary["final"]["test_mean_score"] == 0.7 and summary["final"]["rollout_step"] == 150
+    assert summary["final"]["task_success"] == {"reach_red": 0.6, "reach_blue": 0.8}
+
+    text = world.run("batchy", "model-metrics", "test-cpu", "rolled").stdout
+    assert any(
+        line.split()[:5] == ["test_mean_score", "0.7", "0.9", "100", "2"] for line in text.splitlines()
+    )
+    assert "success: 70% at step 150 (reach_red 60%, reach_blue 80%)" in text
+
+
 def test_model_metrics_without_metrics_is_a_clear_error(world):
     world.submit("fresh", "print(1)")
     world.wait_state("fresh", FINISHED)

@@ -78,7 +78,7 @@ def test_interpolations_are_resolved(tmp_path, monkeypatch):
     monkeypatch.setenv("LBM_DATA_DIR", str(tmp_path))
     cfg = compose_config(TINY, ["horizon=32"])
     assert cfg.task.dataset.horizon == 32
-    assert cfg.task.dataset_path == f"{tmp_path}/synthetic_reach_tiny.zarr"
+    assert cfg.task.dataset_path == f"{tmp_path}/synthetic_reach_4tasks_100episodes_32px_seed0.zarr"
     assert "${" not in OmegaConf.to_yaml(cfg)
 
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_WIDTH = 60
+# Shown metrics and whether more is better: the losses, then the closed-loop success rate of rollouts.
+SHOWN_METRICS = {"train_loss": False, "val_loss": False, "test_mean_score": True}
 
 
 def parser() -> ArgumentParser:
@@ -216,16 +218,18 @@ def read_metrics(url: str) -> list[dict[str, Any]]:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Final and best train_loss / val_loss (with their step and epoch), and one-line loss curves."""
+    """Final and best of SHOWN_METRICS (with their step and epoch), per-task success of the last rollouts,
+    and one-line curves."""
     summary: dict[str, Any] = {"records": len(records), "final": {}, "best": {}, "curve": {}}
     if records:
         last = records[-1]
         summary["final"] = {"step": last.get("step"), "epoch": last.get("epoch")}
-    for key in ("train_loss", "val_loss"):
+    for key, higher_is_better in SHOWN_METRICS.items():
         points = [r for r in records if isinstance(r.get(key), int | float)]
         if not points:
             continue
-        final, best = points[-1], min(points, key=lambda r: r[key])
+        pick = max if higher_is_better else min
+        final, best = points[-1], pick(points, key=lambda r: r[key])
         summary["final"][key] = final[key]
         summary["best"][key] = {"value": best[key], "step": best.get("step"), "epoch": best.get("epoch")}
         values = [r[key] for r in points]
@@ -234,6 +238,13 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             "first": values[0],
             "low": min(values),
             "high": max(values),
+        }
+    rollouts = [r for r in records if "test_mean_score" in r]
+    if rollouts:
+        prefix = "test_success_"
+        summary["final"]["rollout_step"] = rollouts[-1].get("step")
+        summary["final"]["task_success"] = {
+            k[len(prefix) :]: v for k, v in rollouts[-1].items() if k.startswith(prefix)
         }
     return summary
 
@@ -250,10 +261,13 @@ def model_metrics(job: Job, as_json: bool) -> int:
     print(f"final:   step {final.get('step', '-')}, epoch {final.get('epoch', '-')}")
     rows = [
         (key, _number(final.get(key)), _number(best[key]["value"]), best[key]["step"], best[key]["epoch"])
-        for key in ("train_loss", "val_loss")
+        for key in SHOWN_METRICS
         if key in best
     ]
     print_table(("METRIC", "FINAL", "BEST", "BEST STEP", "BEST EPOCH"), rows)
+    if final.get("task_success"):
+        success = ", ".join(f"{task} {rate:.0%}" for task, rate in final["task_success"].items())
+        print(f"success: {final['test_mean_score']:.0%} at step {final['rollout_step']} ({success})")
     for key, curve in summary["curve"].items():
         print(
             f"{key:<11} {curve['line']}  {curve['first']:.4g} -> {final[key]:.4g} "

@@ -10,6 +10,7 @@ from lbm.cli.entry import run
 
 SUBCOMMANDS = {
     "train": ("lbm.cli.train", "train a policy in this process (what every job runs)"),
+    "eval": ("lbm.cli.eval", "roll out a checkpoint's policy in its environment: success rates"),
     "data": ("lbm.cli.data", "make or inspect datasets"),
     "launch": ("lbm.cli.launch", "submit a training job to a queue"),
     "sweep": ("lbm.cli.sweep", "run a W&B sweep file's hyperparameter search as jobs"),

@@ -1,8 +1,9 @@
 """Checkpoints: `epoch_<E>-step_<S>.ckpt`, written atomically with a checksum, top-k plus latest kept.
 
-Each checkpoint `X.ckpt` (a `torch.save` file) has a sidecar `X.ckpt.json` holding its SHA-256, step, epoch
-and val_loss. The sidecar is written after the checkpoint is in place, so a checkpoint counts as complete
-only when its sidecar exists and the checksum matches.
+Each checkpoint `X.ckpt` (a `torch.save` file) has a sidecar `X.ckpt.json` holding its SHA-256, step, epoch,
+val_loss and the monitored score (`checkpoint.monitor_key`, val_loss by default). The sidecar is written
+after the checkpoint is in place, so a checkpoint counts as complete only when its sidecar exists and the
+checksum matches.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from typing import Any
 
 import torch
 
+from lbm.errors import LbmError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d+)-step_(\d+)\.ckpt$")
 SIDECAR_SUFFIX = ".json"
+MONITOR_MODES = ("min", "max")
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
@@ -61,17 +65,33 @@ class CheckpointInfo:
     epoch: int
     val_loss: float | None
     sha256: str
+    monitor_key: str = "val_loss"
+    score: float | None = None  # the value of monitor_key when it was saved
 
     @property
     def sidecar(self) -> Path:
         return self.path.with_name(self.path.name + SIDECAR_SUFFIX)
 
 
-def write_checkpoint(state: dict, path: Path, val_loss: float | None) -> CheckpointInfo:
-    """Save `state` to `path` then its sidecar; both atomically."""
+def write_checkpoint(
+    state: dict, path: Path, val_loss: float | None, monitor_key: str = "val_loss", score: float | None = None
+) -> CheckpointInfo:
+    """Save `state` to `path` then its sidecar; both atomically. `score` defaults to val_loss when that is
+    what is monitored."""
     _write_atomically(path, lambda f: torch.save(state, f))
-    info = CheckpointInfo(path, int(state["step"]), int(state["epoch"]), val_loss, sha256_of(path))
-    record = {"sha256": info.sha256, "step": info.step, "epoch": info.epoch, "val_loss": val_loss}
+    if monitor_key == "val_loss" and score is None:
+        score = val_loss
+    info = CheckpointInfo(
+        path, int(state["step"]), int(state["epoch"]), val_loss, sha256_of(path), monitor_key, score
+    )
+    record = {
+        "sha256": info.sha256,
+        "step": info.step,
+        "epoch": info.epoch,
+        "val_loss": val_loss,
+        "monitor_key": monitor_key,
+        "score": score,
+    }
     _write_atomically(info.sidecar, lambda f: f.write(json.dumps(record).encode()))
     return info
 
@@ -81,7 +101,11 @@ def read_info(path: Path, verify: bool = True) -> CheckpointInfo | None:
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     try:
         record = json.loads(sidecar.read_text())
-        info = CheckpointInfo(path, record["step"], record["epoch"], record["val_loss"], record["sha256"])
+        monitor_key = record.get("monitor_key", "val_loss")
+        score = record.get("score", record["val_loss"] if monitor_key == "val_loss" else None)
+        info = CheckpointInfo(
+            path, record["step"], record["epoch"], record["val_loss"], record["sha256"], monitor_key, score
+        )
     except (OSError, ValueError, KeyError):
         return None
     if verify and (not path.exists() or sha256_of(path) != info.sha256):
@@ -126,9 +150,12 @@ def snapshot(obj: Any) -> Any:
 
 
 class CheckpointKeeper:
-    """Writes checkpoints on a background thread and keeps the top-k by val_loss plus the latest.
+    """Writes checkpoints on a background thread and keeps the top-k by their monitored score plus the latest.
 
-    `on_written(info)` and `on_removed(path)` let the caller mirror the directory elsewhere (uploads).
+    The score is `monitor_key`'s value (val_loss by default; e.g. test_mean_score with mode "max"), lowest
+    first with mode "min", highest first with "max"; checkpoints saved without one (or monitoring another
+    key) are kept only while they are the latest. `on_written(info)` and `on_removed(path)` let the caller
+    mirror the directory elsewhere (uploads).
     """
 
     def __init__(
@@ -137,9 +164,15 @@ class CheckpointKeeper:
         topk: int,
         on_written: Callable[[CheckpointInfo], None] = lambda info: None,
         on_removed: Callable[[Path], None] = lambda path: None,
+        monitor_key: str = "val_loss",
+        mode: str = "min",
     ):
+        if mode not in MONITOR_MODES:
+            raise LbmError(f"checkpoint.mode {mode!r} is not known: use min or max")
         self.directory = directory
         self.topk = topk
+        self.monitor_key = monitor_key
+        self.mode = mode
         self.on_written = on_written
         self.on_removed = on_removed
         self._kept: list[CheckpointInfo] = [
@@ -148,15 +181,17 @@ class CheckpointKeeper:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, state: dict, val_loss: float | None, background: bool = True) -> None:
+    def save(
+        self, state: dict, val_loss: float | None, score: float | None = None, background: bool = True
+    ) -> None:
         """Write `state` (already a snapshot) as a checkpoint; waits for the previous write first."""
         self.wait()
         path = self.directory / checkpoint_name(int(state["epoch"]), int(state["step"]))
         if not background:
-            self._write(state, path, val_loss)
+            self._write(state, path, val_loss, score)
             return
         self._thread = threading.Thread(
-            target=self._write_catching, args=(state, path, val_loss), daemon=True
+            target=self._write_catching, args=(state, path, val_loss, score), daemon=True
         )
         self._thread.start()
 
@@ -169,14 +204,14 @@ class CheckpointKeeper:
             error, self._error = self._error, None
             raise error
 
-    def _write_catching(self, state: dict, path: Path, val_loss: float | None) -> None:
+    def _write_catching(self, state: dict, path: Path, val_loss: float | None, score: float | None) -> None:
         try:
-            self._write(state, path, val_loss)
+            self._write(state, path, val_loss, score)
         except BaseException as error:  # noqa: BLE001 - re-raised on the training thread by wait()
             self._error = error
 
-    def _write(self, state: dict, path: Path, val_loss: float | None) -> None:
-        info = write_checkpoint(state, path, val_loss)
+    def _write(self, state: dict, path: Path, val_loss: float | None, score: float | None) -> None:
+        info = write_checkpoint(state, path, val_loss, self.monitor_key, score)
         self._kept = [k for k in self._kept if k.path != path] + [info]
         self.on_written(info)
         removed = self._to_remove()
@@ -188,8 +223,10 @@ class CheckpointKeeper:
 
     def _to_remove(self) -> list[CheckpointInfo]:
         latest = max(self._kept, key=lambda k: k.step)
+        sign = 1 if self.mode == "min" else -1
         scored = sorted(
-            (k for k in self._kept if k.val_loss is not None), key=lambda k: (k.val_loss, -k.step)
+            (k for k in self._kept if k.monitor_key == self.monitor_key and k.score is not None),
+            key=lambda k: (sign * k.score, -k.step),
         )
         keep = {latest.path} | {k.path for k in scored[: self.topk]}
         return [k for k in self._kept if k.path not in keep]

@@ -35,6 +35,7 @@ from lbm.train.compose import to_yaml
 from lbm.train.distributed import Distributed
 from lbm.train.metrics import METRICS_FILE, MetricsLog
 from lbm.train.resume import check_explicit, resume_checkpoint
+from lbm.train.rollouts import TrainingRollouts, describe, video_array
 from lbm.train.sampler import EpochSampler
 from lbm.train.wandb_run import check_logging_mode, start_wandb
 
@@ -168,6 +169,25 @@ def prepare_dataset(task: DictConfig, dist: Distributed) -> None:
     dist.barrier()
 
 
+def check_monitor(checkpoint: DictConfig, has_rollouts: bool) -> tuple[str, str]:
+    """(`checkpoint.monitor_key`, `checkpoint.mode`): val_loss by default, a score the run logs (mode max
+    unless given) or val_loss (mode min unless given); else LbmError."""
+    key = checkpoint.get("monitor_key") or "val_loss"
+    mode = checkpoint.get("mode") or ("min" if key == "val_loss" else "max")
+    if mode not in ckpt.MONITOR_MODES:
+        raise LbmError(f"checkpoint.mode {mode!r} is not known: use min (for losses) or max (for scores)")
+    if key != "val_loss" and key != "test_mean_score" and not key.startswith("test_success_"):
+        raise LbmError(
+            f"checkpoint.monitor_key {key!r} is not known: use val_loss, test_mean_score or "
+            "test_success_<task>"
+        )
+    if key != "val_loss" and not has_rollouts:
+        raise LbmError(
+            f"checkpoint.monitor_key {key!r} needs rollouts, but task.env_runner is not set: monitor val_loss"
+        )
+    return key, mode
+
+
 def mirror_written(uploader: transfer.BackgroundUploader, info: ckpt.CheckpointInfo) -> None:
     """Upload a new checkpoint, then its sidecar (which marks it complete)."""
     uploader.upload(info.path)
@@ -205,6 +225,9 @@ class Trainer:
         check_logging_mode(cfg.logging)
         # Model first: a missing pretrained weight is a user error that must come before any data is made.
         self.policy = build(cfg.policy)
+        self.rollouts = TrainingRollouts.from_config(cfg)
+        self.monitor_key, self.monitor_mode = check_monitor(cfg.checkpoint, self.rollouts is not None)
+        self._scores: dict[str, float] = {}
         prepare_dataset(cfg.task, self.dist)
         self.dataset = build(cfg.task.dataset)
         self.val_dataset = self.dataset.get_validation_dataset()
@@ -351,13 +374,17 @@ class Trainer:
         every = int(self.training.get("sample_every") or 0)
         return every > 0 and (self.progress.epoch % every == 0 or self.progress.step >= self.total_steps)
 
+    def _acting_policy(self) -> torch.nn.Module:
+        """The policy that acts: the EMA copy brought up to date when there is one, else the policy."""
+        if self.ema is None:
+            return self.policy
+        self.ema.copy_to(self.ema_policy.parameters())
+        for ema_buffer, buffer in zip(self.ema_policy.buffers(), self.policy.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+        return self.ema_policy
+
     def _sampled_action_mse(self, batch: dict) -> float:
-        policy = self.policy
-        if self.ema is not None:
-            self.ema.copy_to(self.ema_policy.parameters())
-            for ema_buffer, buffer in zip(self.ema_policy.buffers(), self.policy.buffers(), strict=True):
-                ema_buffer.copy_(buffer)
-            policy = self.ema_policy
+        policy = self._acting_policy()
         batch = to_device(batch, self.device)
         with self.autocast():
             predicted = policy.predict_action(batch["obs"], batch["instruction"], normalized=True)[
@@ -413,7 +440,12 @@ class Trainer:
                 uploader.upload(self.output_dir / CONFIG_FILE)
             wandb_run = start_wandb(self.cfg, self.output_dir)
             metrics = MetricsLog(self.output_dir / METRICS_FILE, wandb_run)
-            keeper = ckpt.CheckpointKeeper(self.output_dir, int(self.cfg.checkpoint.topk))
+            keeper = ckpt.CheckpointKeeper(
+                self.output_dir,
+                int(self.cfg.checkpoint.topk),
+                monitor_key=self.monitor_key,
+                mode=self.monitor_mode,
+            )
             if uploader is not None:
                 keeper.on_written = lambda info: mirror_written(uploader, info)
                 keeper.on_removed = lambda path: mirror_removed(uploader, path)
@@ -475,11 +507,16 @@ class Trainer:
                     validate = p.step % val_every == 0
                 else:
                     validate = epoch_ended and p.epoch % val_every == 0
-                if validate or p.step % log_every == 0:
+                rollout = self.rollouts is not None and self.rollouts.due(
+                    p.epoch, epoch_ended, p.step >= self.total_steps
+                )
+                if validate or rollout or p.step % log_every == 0:
                     record = self._train_record(losses, window)
                     losses = []
                     if validate:
                         record.update(self._validated())
+                    if rollout and metrics is not None:
+                        record.update(self._rolled_out(metrics))
                     if metrics is not None:
                         self._log(metrics, record)
                 if self.dist.any(self._stop_requested):
@@ -495,6 +532,25 @@ class Trainer:
         results = self.validate()
         self.progress.val_loss = results["val_loss"]
         return results
+
+    def _rolled_out(self, metrics: MetricsLog) -> dict[str, float]:
+        """Rollouts of the acting policy (on rank 0): their metrics, a line for people, videos to W&B."""
+        evaluation = self.rollouts.run(self._acting_policy())
+        self.policy.train()
+        print(describe(evaluation, self.progress.step), flush=True)
+        if metrics.wandb_run is not None:
+            import wandb
+
+            videos = [e for e in evaluation.episodes if e.frames]
+            metrics.wandb_run.log(
+                {
+                    f"test_video_{j}": wandb.Video(video_array(e.frames), fps=10, format="gif")
+                    for j, e in enumerate(videos)
+                },
+                step=self.progress.step,
+            )
+        self._scores = evaluation.metrics()
+        return self._scores
 
     def _train_record(self, losses: list[float], window: _Window) -> dict[str, Any]:
         record: dict[str, Any] = {"step": self.progress.step, "epoch": self.progress.epoch}
@@ -525,7 +581,8 @@ class Trainer:
     def _save(self, keeper: ckpt.CheckpointKeeper | None) -> None:
         self._last_saved = (self.progress.step, self.progress.val_loss)
         if keeper is not None:
-            keeper.save(self.checkpoint_state(), self.progress.val_loss)
+            monitored = {"val_loss": self.progress.val_loss, **self._scores}.get(self.monitor_key)
+            keeper.save(self.checkpoint_state(), self.progress.val_loss, monitored)
 
 
 class _Window:

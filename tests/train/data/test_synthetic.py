@@ -5,17 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lbm.envs.synthetic_reach import BACKGROUND, GOALS, REACHED, START_DISTANCE, render_background
 from lbm.errors import LbmError
 from lbm.train.data.replay_buffer import ReplayBuffer
-from lbm.train.data.synthetic import (
-    BACKGROUND,
-    GOALS,
-    REACHED,
-    START_DISTANCE,
-    render_background,
-    scripted_episode,
-    write_synthetic_dataset,
-)
+from lbm.train.data.synthetic import scripted_episode, write_synthetic_dataset
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:

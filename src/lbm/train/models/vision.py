@@ -29,6 +29,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # the other's options.
 RESNET_OPTIONS = ("name", "weights")
 CLIP_OPTIONS = ("pretrained", "model_name_or_path")
+KEYPOINT_OPTIONS = ("channels", "num_keypoints")  # lbm.train.models.keypoints.get_keypoint_cnn's
 
 
 class ResNetImageEncoder(nn.Module):
@@ -58,9 +59,10 @@ def get_resnet(name: str = "resnet18", weights: str | None = None, **kwargs: Any
 
     `weights` names one of torchvision's weight sets for `name` (e.g. "IMAGENET1K_V1"); its file must be in
     the torch hub cache ($TORCH_HOME/hub/checkpoints). `kwargs` go to the torchvision model builder, except
-    get_clip_vit_base_patch16's options (CLIP_OPTIONS), which are ignored.
+    get_clip_vit_base_patch16's and get_keypoint_cnn's options (CLIP_OPTIONS, KEYPOINT_OPTIONS), which are
+    ignored.
     """
-    kwargs = {key: value for key, value in kwargs.items() if key not in CLIP_OPTIONS}
+    kwargs = {key: value for key, value in kwargs.items() if key not in (*CLIP_OPTIONS, *KEYPOINT_OPTIONS)}
     if name not in resnet_names():
         raise LbmError(f"unknown ResNet {name!r}: use one of {', '.join(resnet_names())}")
     if weights is None:
@@ -118,11 +120,11 @@ def get_clip_vit_base_patch16(
     pretrained: True loads `model_name_or_path` (a Hugging Face model id found in the local cache, or a
     directory written by save_pretrained; a string here is taken as that name); False builds a randomly
     initialised ViT-B/16. `kwargs` override the vision config (e.g. attn_implementation), except get_resnet's
-    options (RESNET_OPTIONS), which are ignored.
+    and get_keypoint_cnn's options (RESNET_OPTIONS, KEYPOINT_OPTIONS), which are ignored.
     """
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    kwargs = {key: value for key, value in kwargs.items() if key not in RESNET_OPTIONS}
+    kwargs = {key: value for key, value in kwargs.items() if key not in (*RESNET_OPTIONS, *KEYPOINT_OPTIONS)}
 
     if isinstance(pretrained, str):
         model_name_or_path, pretrained = pretrained, True

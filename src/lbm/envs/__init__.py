@@ -1,0 +1,5 @@
+"""Environments a policy is evaluated in, and closed-loop rollouts of a policy in them.
+
+An environment suite (e.g. `synthetic_reach.SyntheticReachSuite`) has `tasks` and makes one environment
+per task; see `environment.Environment` for what an environment does. Nothing here imports the trainer.
+"""

@@ -1,0 +1,86 @@
+"""Image encoders that keep where things are: feature maps reduced to keypoints by a spatial softmax.
+
+A global average pool discards the position of what a camera sees, which a policy that must move to it
+needs; the spatial soft-argmax of Finn et al. (2016, "Deep Spatial Autoencoders for Visuomotor
+Learning"), as robomimic and diffusion_policy use it, returns it instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lbm.errors import LbmError
+from lbm.train.models.vision import CLIP_OPTIONS, RESNET_OPTIONS
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature maps [B, C, H, W] -> keypoints [B, 2 * num_keypoints].
+
+    A 1x1 convolution makes `num_keypoints` maps; each keypoint is the expected (x, y) in [-1, 1] under the
+    softmax of its map (x along the columns, y along the rows), with a learned temperature.
+    """
+
+    def __init__(self, in_channels: int, num_keypoints: int = 32) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(in_channels, num_keypoints, kernel_size=1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.output_dim = 2 * num_keypoints
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        maps = self.project(features)
+        height, width = maps.shape[-2:]
+        weights = torch.softmax(maps.flatten(2) / self.log_temperature.exp(), dim=-1)  # [B, K, H * W]
+        ys = torch.linspace(-1.0, 1.0, height, device=maps.device, dtype=weights.dtype)
+        xs = torch.linspace(-1.0, 1.0, width, device=maps.device, dtype=weights.dtype)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        x = weights @ grid_x.reshape(-1, 1)
+        y = weights @ grid_y.reshape(-1, 1)
+        return torch.cat([x, y], dim=-1).flatten(1)
+
+
+def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+        nn.GroupNorm(max(out_channels // 16, 1), out_channels),
+        nn.Mish(),
+    )
+
+
+class KeypointConvEncoder(nn.Module):
+    """A small CNN for small images, then a spatial softmax: [B, 3, H, W] in [0, 1] -> [B, output_dim].
+
+    The first block halves the resolution, the others keep it, so a 28x28 crop gives 14x14 maps;
+    output_dim = 2 * num_keypoints.
+    """
+
+    def __init__(self, channels: tuple[int, ...] | list[int] = (32, 64), num_keypoints: int = 32) -> None:
+        super().__init__()
+        widths = [3, *(int(c) for c in channels)]
+        pairs = zip(widths[:-1], widths[1:], strict=True)
+        self.trunk = nn.Sequential(
+            *(_conv_block(c_in, c_out, 2 if i == 0 else 1) for i, (c_in, c_out) in enumerate(pairs))
+        )
+        self.keypoints = SpatialSoftmax(widths[-1], num_keypoints)
+        self.output_dim = self.keypoints.output_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.keypoints(self.trunk(images * 2 - 1))
+
+
+def get_keypoint_cnn(
+    channels: tuple[int, ...] | list[int] = (32, 64), num_keypoints: int = 32, **other_options: Any
+) -> KeypointConvEncoder:
+    """A KeypointConvEncoder trained from scratch.
+
+    The options of get_resnet and get_clip_vit_base_patch16 (a config node that switches `_target_` keeps
+    them) are ignored; any other option is an LbmError.
+    """
+    unknown = sorted(set(other_options) - {*RESNET_OPTIONS, *CLIP_OPTIONS})
+    if unknown:
+        raise LbmError(f"get_keypoint_cnn has no option {', '.join(unknown)}: use channels and num_keypoints")
+    if not channels or num_keypoints < 1:
+        raise LbmError(f"get_keypoint_cnn needs channels (got {list(channels)}) and num_keypoints >= 1")
+    return KeypointConvEncoder(channels, num_keypoints)
