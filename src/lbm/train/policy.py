@@ -23,9 +23,10 @@ from lbm.train.normalizer import LinearNormalizer
 class DiffusionUnetLangPolicy(nn.Module):
     """Predicts `horizon` actions [B, horizon, A] from `n_obs_steps` observations and an instruction.
 
-    Submodules: `obs_encoder` (observation dict -> [B, obs_encoder.output_dim(n_obs_steps)]),
-    `text_encoder` (instructions -> [B, text_encoder.output_dim]), `model` (the ConditionalUnet1D, whose
-    global condition is both features concatenated) and `normalizer` (action and low-dim stats).
+    Submodules: `text_encoder` (instructions -> [B, text_encoder.output_dim]), `obs_encoder` (observation
+    dict, and the instruction features for image models conditioned on them -> [B,
+    obs_encoder.output_dim(n_obs_steps)]), `model` (the ConditionalUnet1D, whose global condition is both
+    features concatenated) and `normalizer` (action and low-dim stats).
     Training adds noise with `noise_scheduler` (DDPM) and regresses its prediction_type target; sampling runs
     `num_inference_steps` (default: the training timesteps) of DDIM, or of DDPM with
     inference_scheduler="ddpm".
@@ -118,8 +119,8 @@ class DiffusionUnetLangPolicy(nn.Module):
             raise ValueError(f"{len(instructions)} instructions for a batch of {batch} observations")
         device = self.device
         obs = {key: value[:, : self.n_obs_steps].to(device, non_blocking=True) for key, value in obs.items()}
-        obs_features = self.obs_encoder(obs)
         text_features = self.text_encoder(instructions, device)
+        obs_features = self.obs_encoder(obs, condition=text_features)
         return torch.cat([obs_features, text_features.to(obs_features.dtype)], dim=-1)
 
     def compute_loss(self, batch: Mapping[str, Any]) -> torch.Tensor:

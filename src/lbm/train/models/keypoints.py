@@ -53,10 +53,18 @@ class KeypointConvEncoder(nn.Module):
     """A small CNN for small images, then a spatial softmax: [B, 3, H, W] in [0, 1] -> [B, output_dim].
 
     The first block halves the resolution, the others keep it, so a 28x28 crop gives 14x14 maps;
-    output_dim = 2 * num_keypoints.
+    output_dim = 2 * num_keypoints. With `condition_dim` > 0, forward(images, condition [B, condition_dim])
+    scales and shifts the last feature maps per channel by the condition (FiLM, as RT-1 conditions its image
+    encoder on the instruction), so the keypoints can be those of what the instruction names; the FiLM
+    starts as the identity.
     """
 
-    def __init__(self, channels: tuple[int, ...] | list[int] = (32, 64), num_keypoints: int = 32) -> None:
+    def __init__(
+        self,
+        channels: tuple[int, ...] | list[int] = (32, 64),
+        num_keypoints: int = 32,
+        condition_dim: int = 0,
+    ) -> None:
         super().__init__()
         widths = [3, *(int(c) for c in channels)]
         pairs = zip(widths[:-1], widths[1:], strict=True)
@@ -65,13 +73,27 @@ class KeypointConvEncoder(nn.Module):
         )
         self.keypoints = SpatialSoftmax(widths[-1], num_keypoints)
         self.output_dim = self.keypoints.output_dim
+        self.condition_dim = condition_dim
+        self.film = nn.Linear(condition_dim, 2 * widths[-1]) if condition_dim else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.keypoints(self.trunk(images * 2 - 1))
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.trunk(images * 2 - 1)
+        if self.film is not None:
+            if condition is None:
+                raise ValueError("this encoder is conditioned: pass condition [B, condition_dim]")
+            scale, bias = self.film(condition.to(features.dtype))[..., None, None].chunk(2, dim=1)
+            features = features * (1 + scale) + bias
+        return self.keypoints(features)
 
 
 def get_keypoint_cnn(
-    channels: tuple[int, ...] | list[int] = (32, 64), num_keypoints: int = 32, **other_options: Any
+    channels: tuple[int, ...] | list[int] = (32, 64),
+    num_keypoints: int = 32,
+    condition_dim: int = 0,
+    **other_options: Any,
 ) -> KeypointConvEncoder:
     """A KeypointConvEncoder trained from scratch.
 
@@ -80,7 +102,12 @@ def get_keypoint_cnn(
     """
     unknown = sorted(set(other_options) - {*RESNET_OPTIONS, *CLIP_OPTIONS})
     if unknown:
-        raise LbmError(f"get_keypoint_cnn has no option {', '.join(unknown)}: use channels and num_keypoints")
-    if not channels or num_keypoints < 1:
-        raise LbmError(f"get_keypoint_cnn needs channels (got {list(channels)}) and num_keypoints >= 1")
-    return KeypointConvEncoder(channels, num_keypoints)
+        raise LbmError(
+            f"get_keypoint_cnn has no option {', '.join(unknown)}: use channels, num_keypoints, condition_dim"
+        )
+    if not channels or num_keypoints < 1 or condition_dim < 0:
+        raise LbmError(
+            f"get_keypoint_cnn needs channels (got {list(channels)}), num_keypoints >= 1 (got "
+            f"{num_keypoints}) and condition_dim >= 0 (got {condition_dim})"
+        )
+    return KeypointConvEncoder(channels, num_keypoints, condition_dim)

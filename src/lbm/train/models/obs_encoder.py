@@ -85,19 +85,40 @@ class MultiImageObsEncoder(nn.Module):
         """Size of the features of `n_obs_steps` observation steps."""
         return n_obs_steps * self.step_dim
 
-    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, obs: Mapping[str, torch.Tensor], condition: torch.Tensor | None = None) -> torch.Tensor:
+        """`condition` [B, D] (the instruction's features) goes to the rgb models that take one (those with a
+        `condition_dim` > 0), repeated for each of their images."""
         missing = [key for key in (*self.rgb_keys, *self.low_dim_keys) if key not in obs]
         if missing:
             raise LbmError(f"observation lacks keys {missing} of shape_meta.obs (it has {sorted(obs)})")
         batch, steps = obs[(*self.rgb_keys, *self.low_dim_keys)[0]].shape[:2]
         images = [self._preprocess(obs[key].flatten(0, 1)) for key in self.rgb_keys]
         if self.share_rgb_model and images:
-            features = list(self.rgb_models["shared"](torch.cat(images)).split(batch * steps))
+            model = self.rgb_models["shared"]
+            features = list(self._encode(model, torch.cat(images), condition, steps).split(batch * steps))
         else:
-            features = [self.rgb_models[key](image) for key, image in zip(self.rgb_keys, images, strict=True)]
+            features = [
+                self._encode(self.rgb_models[key], image, condition, steps)
+                for key, image in zip(self.rgb_keys, images, strict=True)
+            ]
         parts = [f.reshape(batch, steps, -1) for f in features]
         parts += [obs[key].reshape(batch, steps, -1).float() for key in self.low_dim_keys]
         return torch.cat(parts, dim=-1).reshape(batch, steps * self.step_dim)
+
+    @staticmethod
+    def _encode(
+        model: nn.Module, images: torch.Tensor, condition: torch.Tensor | None, steps: int
+    ) -> torch.Tensor:
+        """Features of images [N, 3, h, w] (N a multiple of B * steps, batch-major), conditioned if the model
+        takes a condition."""
+        if not getattr(model, "condition_dim", 0):
+            return model(images)
+        if condition is None:
+            raise LbmError(
+                "the image encoder is conditioned on the instruction but got no instruction features"
+            )
+        per_image = condition.repeat_interleave(steps, dim=0)
+        return model(images, per_image.repeat(images.shape[0] // per_image.shape[0], 1))
 
     def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] uint8 or float -> float [N, 3, crop_h, crop_w] in [0, 1]."""

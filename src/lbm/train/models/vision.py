@@ -29,7 +29,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # the other's options.
 RESNET_OPTIONS = ("name", "weights")
 CLIP_OPTIONS = ("pretrained", "model_name_or_path")
-KEYPOINT_OPTIONS = ("channels", "num_keypoints")  # lbm.train.models.keypoints.get_keypoint_cnn's
+KEYPOINT_OPTIONS = (
+    "channels",
+    "num_keypoints",
+    "condition_dim",
+)  # lbm.train.models.keypoints.get_keypoint_cnn's
 
 
 class ResNetImageEncoder(nn.Module):
