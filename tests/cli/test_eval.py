@@ -21,7 +21,7 @@ QUICK = [
     "training.log_every=3",
     "checkpoint.every_n_steps=3",
     "task.env_runner.n_test=3",
-    "task.env_runner.env.max_steps=16",
+    "+task.env_runner.env.max_steps=16",
 ]
 
 

@@ -30,7 +30,7 @@ TINY = "train_diffusion_unet_resnet_lang_tiny"
 # A few small steps of the tiny config: a checkpoint every 4 steps, metrics every 2.
 SMALL = (
     "task.synthesize.episodes_per_task=4,dataloader.batch_size=16,checkpoint.every_n_steps=4,"
-    "training.log_every=2,training.num_epochs=1,dataloader.num_workers=0"
+    "training.log_every=2,training.num_epochs=1,dataloader.num_workers=0,task.env_runner.n_test=2"
 )
 USER = "jane-doe"
 QUEUE = "e2e-cpu"

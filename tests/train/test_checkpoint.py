@@ -62,3 +62,17 @@ def test_snapshot_is_not_changed_by_later_updates():
     copy = ckpt.snapshot({"w": weights, "nested": [weights]})
     weights.add_(1.0)
     assert torch.equal(copy["w"], torch.zeros(3)) and torch.equal(copy["nested"][0], torch.zeros(3))
+
+
+def test_keeper_monitoring_a_success_rate_keeps_the_highest_and_survives_a_restart(tmp_path):
+    keeper = ckpt.CheckpointKeeper(tmp_path, topk=2, monitor_key="test_mean_score", mode="max")
+    for step, score in [(10, 0.2), (20, 0.9), (30, 0.5), (40, 0.7), (50, None)]:
+        keeper.save(ckpt.snapshot(state(step)), val_loss=0.1, score=score)
+    keeper.wait()
+    assert sorted(ckpt.step_of(p.name) for p in ckpt.checkpoints_in(tmp_path)) == [20, 40, 50]
+    assert ckpt.read_info(tmp_path / "epoch_0-step_20.ckpt").score == 0.9
+    # A new keeper (a resumed run) ranks the checkpoints already there by their saved scores.
+    again = ckpt.CheckpointKeeper(tmp_path, topk=2, monitor_key="test_mean_score", mode="max")
+    again.save(ckpt.snapshot(state(60)), val_loss=0.1, score=0.8)
+    again.wait()
+    assert sorted(ckpt.step_of(p.name) for p in ckpt.checkpoints_in(tmp_path)) == [20, 60]

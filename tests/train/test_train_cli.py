@@ -20,6 +20,7 @@ QUICK = [
     "val_dataloader.batch_size=32",
     "training.log_every=2",
     "checkpoint.every_n_steps=4",
+    "task.env_runner.n_test=2",
 ]
 
 
@@ -63,7 +64,8 @@ def env(tmp_path):
 @pytest.mark.slow
 def test_tiny_config_trains_two_epochs_and_val_loss_falls(tmp_path, env):
     out = tmp_path / "run"
-    result = run_to_end(out, env=env)
+    smaller = ("task.synthesize.episodes_per_task=12", "training.num_epochs=2", "task.env_runner.n_test=2")
+    result = run_to_end(out, *smaller, env=env)
     records = metrics(out)
     val = [r["val_loss"] for r in records if "val_loss" in r]
     assert len(val) == 2, records
@@ -163,6 +165,17 @@ def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProc
         (["--config-file", TINY, "dataloader.batch_size=-5"], "dataloader.batch_size=-5 is not valid"),
         (["--config-file", TINY, "horizon=4"], "horizon=4 is too short for n_obs_steps=2"),
         (["--config-file", TINY, "--nproc-per-node", "0"], "argument --nproc-per-node: must be 1 or more"),
+        (
+            ["--config-file", TINY, "policy.obs_encoder.rgb_model.weights=IMAGENET1K_V1"],
+            "no pretrained weights",
+        ),
+        (["--config-file", TINY, "checkpoint.monitor_key=val_los"], "monitor_key 'val_los' is not known"),
+        (["--config-file", TINY, "checkpoint.mode=best"], "checkpoint.mode 'best' is not known"),
+        (
+            ["--config-file", TINY, "checkpoint.monitor_key=test_mean_score", "task.env_runner=null"],
+            "needs rollouts",
+        ),
+        (["--config-file", TINY, "task.env_runner.n_test=0"], "n_test >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, env, args, message):
@@ -171,8 +184,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, env, args, message):
 
 def test_missing_pretrained_weights_name_what_is_missing(tmp_path, env):
     env = dict(env, TORCH_HOME=str(tmp_path / "torch"), HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    resnet = "policy.obs_encoder.rgb_model._target_=lbm.train.models.vision.get_resnet"
     result = bad_input(
-        tmp_path, env, "--config-file", TINY, "policy.obs_encoder.rgb_model.weights=IMAGENET1K_V1"
+        tmp_path, env, "--config-file", TINY, resnet, "policy.obs_encoder.rgb_model.weights=IMAGENET1K_V1"
     )
     assert "resnet18" in result.stderr and str(tmp_path / "torch") in result.stderr
 

@@ -31,3 +31,20 @@ def test_keypoint_cnn_gives_output_dim_features_and_ignores_other_getters_option
         get_keypoint_cnn(chanels=[8])
     with pytest.raises(LbmError, match="num_keypoints >= 1"):
         get_keypoint_cnn(num_keypoints=0)
+
+
+def test_a_conditioned_encoder_starts_unconditioned_and_its_features_then_follow_the_condition():
+    torch.manual_seed(0)
+    encoder = get_keypoint_cnn(channels=[8, 16], num_keypoints=4, condition_dim=3)
+    images, a, b = torch.rand(2, 3, 20, 20), torch.randn(2, 3), torch.randn(2, 3)
+    torch.testing.assert_close(encoder(images, a), encoder(images, b))  # every FiLM starts as the identity
+    for film in encoder.films:
+        torch.nn.init.normal_(film.weight)
+    assert not torch.allclose(encoder(images, a), encoder(images, b))
+    with pytest.raises(ValueError, match="pass condition"):
+        encoder(images)
+
+
+def test_pretrained_weights_asked_of_the_keypoint_cnn_are_a_user_error():
+    with pytest.raises(LbmError, match="no pretrained weights.*get_resnet"):
+        get_keypoint_cnn(weights="IMAGENET1K_V1")

@@ -154,3 +154,24 @@ def test_the_clip_configs_encoder_runs_from_a_local_checkpoint(tiny_clip_dir, tm
         "agent_pos": torch.rand(2, cfg.n_obs_steps, 2),
     }
     assert encoder(obs).shape == (2, encoder.output_dim(cfg.n_obs_steps)) == (2, 2 * (16 + 2))
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_each_image_gets_the_condition_of_its_own_sample(share):
+    from lbm.train.models.keypoints import get_keypoint_cnn
+
+    torch.manual_seed(0)
+    model = get_keypoint_cnn(channels=[8], num_keypoints=3, condition_dim=4)
+    for film in model.films:
+        torch.nn.init.normal_(film.weight)
+    encoder = MultiImageObsEncoder(
+        shape_meta("left", "right"), model, crop_shape=[28, 28], share_rgb_model=share
+    )
+    encoder.eval()
+    obs, condition = observation("left", "right"), torch.randn(3, 4)
+    features = encoder(obs, condition=condition)
+    for b in range(3):  # sample b alone, with its own condition, gives its row of the batch
+        alone = encoder({key: value[b : b + 1] for key, value in obs.items()}, condition=condition[b : b + 1])
+        torch.testing.assert_close(features[b : b + 1], alone)
+    with pytest.raises(LbmError, match="no instruction features"):
+        encoder(obs)
