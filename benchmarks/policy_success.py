@@ -35,8 +35,14 @@ def train(config: str, out: Path, data_dir: Path, overrides: list[str]) -> tuple
         str(out),
     ]
     started = time.perf_counter()
-    subprocess.run([*command, *overrides], env=env, check=True, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen([*command, *overrides], env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"lbm train failed with status {status}")
+    print(
+        f"lbm train used {usage.ru_utime + usage.ru_stime:.0f} s of CPU (with the loader workers it reaped)"
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return seconds, [r for r in records if "test_mean_score" in r][-1]
 
@@ -77,11 +83,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", default="train_diffusion_unet_resnet_lang_tiny")
+    parser.add_argument(
+        "--output-dir", help="keep the run (checkpoints, metrics) here (default: a temporary dir)"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the training config")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lbm-policy-success-") as tmp:
         data_dir = Path(tmp) / "data"
-        seconds, record = train(args.config, Path(tmp) / "run", data_dir, args.overrides)
+        out = Path(args.output_dir) if args.output_dir else Path(tmp) / "run"
+        seconds, record = train(args.config, out, data_dir, args.overrides)
         rates = baselines(args.config, data_dir, args.overrides)
     per_task = {
         k.removeprefix("test_success_"): v for k, v in record.items() if k.startswith("test_success_")
