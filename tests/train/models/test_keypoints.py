@@ -37,9 +37,8 @@ def test_a_conditioned_encoder_starts_unconditioned_and_its_features_then_follow
     torch.manual_seed(0)
     encoder = get_keypoint_cnn(channels=[8, 16], num_keypoints=4, condition_dim=3)
     images, a, b = torch.rand(2, 3, 20, 20), torch.randn(2, 3), torch.randn(2, 3)
-    torch.testing.assert_close(encoder(images, a), encoder(images, b))  # every FiLM starts as the identity
-    for film in encoder.films:
-        torch.nn.init.normal_(film.weight)
+    torch.testing.assert_close(encoder(images, a), encoder(images, b))  # the FiLM starts as the identity
+    torch.nn.init.normal_(encoder.film.weight)
     assert not torch.allclose(encoder(images, a), encoder(images, b))
     with pytest.raises(ValueError, match="pass condition"):
         encoder(images)

@@ -162,8 +162,7 @@ def test_each_image_gets_the_condition_of_its_own_sample(share):
 
     torch.manual_seed(0)
     model = get_keypoint_cnn(channels=[8], num_keypoints=3, condition_dim=4)
-    for film in model.films:
-        torch.nn.init.normal_(film.weight)
+    torch.nn.init.normal_(model.film.weight)
     encoder = MultiImageObsEncoder(
         shape_meta("left", "right"), model, crop_shape=[28, 28], share_rgb_model=share
     )

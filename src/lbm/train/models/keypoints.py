@@ -54,9 +54,9 @@ class KeypointConvEncoder(nn.Module):
 
     The first block halves the resolution, the others keep it, so a 28x28 crop gives 14x14 maps;
     output_dim = 2 * num_keypoints. With `condition_dim` > 0, forward(images, condition [B, condition_dim])
-    scales and shifts each block's feature maps per channel by the condition (FiLM, as RT-1 conditions its
-    image encoder on the instruction), so the keypoints can be those of what the instruction names; each
-    FiLM starts as the identity.
+    scales and shifts the last feature maps per channel by the condition (FiLM, as RT-1 conditions its image
+    encoder on the instruction), so the keypoints can be those of what the instruction names; the FiLM
+    starts as the identity.
     """
 
     def __init__(
@@ -67,31 +67,25 @@ class KeypointConvEncoder(nn.Module):
     ) -> None:
         super().__init__()
         widths = [3, *(int(c) for c in channels)]
-        pairs = list(zip(widths[:-1], widths[1:], strict=True))
-        self.blocks = nn.ModuleList(
-            _conv_block(c_in, c_out, 2 if i == 0 else 1) for i, (c_in, c_out) in enumerate(pairs)
+        pairs = zip(widths[:-1], widths[1:], strict=True)
+        self.trunk = nn.Sequential(
+            *(_conv_block(c_in, c_out, 2 if i == 0 else 1) for i, (c_in, c_out) in enumerate(pairs))
         )
         self.keypoints = SpatialSoftmax(widths[-1], num_keypoints)
         self.output_dim = self.keypoints.output_dim
         self.condition_dim = condition_dim
-        self.films = (
-            nn.ModuleList(nn.Linear(condition_dim, 2 * c_out) for _, c_out in pairs)
-            if condition_dim
-            else None
-        )
-        for film in self.films or []:
-            nn.init.zeros_(film.weight)
-            nn.init.zeros_(film.bias)
+        self.film = nn.Linear(condition_dim, 2 * widths[-1]) if condition_dim else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
     def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        if self.films is not None and condition is None:
-            raise ValueError("this encoder is conditioned: pass condition [B, condition_dim]")
-        features = images * 2 - 1
-        for i, block in enumerate(self.blocks):
-            features = block(features)
-            if self.films is not None:
-                scale, bias = self.films[i](condition.to(features.dtype))[..., None, None].chunk(2, dim=1)
-                features = features * (1 + scale) + bias
+        features = self.trunk(images * 2 - 1)
+        if self.film is not None:
+            if condition is None:
+                raise ValueError("this encoder is conditioned: pass condition [B, condition_dim]")
+            scale, bias = self.film(condition.to(features.dtype))[..., None, None].chunk(2, dim=1)
+            features = features * (1 + scale) + bias
         return self.keypoints(features)
 
 
