@@ -54,6 +54,7 @@ def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, dict]:
         *QUICK,
         "checkpoint.monitor_key=test_mean_score",
         "checkpoint.topk=1",
+        "logging.mode=offline",
         env=environment,
         cwd=root,
     )
@@ -76,6 +77,10 @@ def test_training_rolls_out_at_the_end_and_logs_success_per_task(trained):
     line = next(line for line in result.stdout.splitlines() if line.startswith("[metrics] step=6 "))
     assert "test_mean_score=" in line and "test_success_reach_red=" in line
     assert any(line.startswith("[rollout] step 6: success rate ") for line in result.stdout.splitlines())
+    # The first n_test_vis (2) episodes as GIFs, in the output dir and in the (offline) W&B run.
+    gifs = sorted(p.name for p in (out / "rollouts" / "step_6").glob("*.gif"))
+    assert [g.split("-")[:2] for g in gifs] == [["episode_000", "reach_red"], ["episode_001", "reach_green"]]
+    assert len(list(out.rglob("media/videos/*.gif"))) == 2
     sidecars = {p.name: json.loads(p.read_text()) for p in out.glob("*.ckpt.json")}
     last = sidecars["epoch_0-step_6.ckpt.json"]
     assert last["monitor_key"] == "test_mean_score" and last["score"] == final["test_mean_score"]

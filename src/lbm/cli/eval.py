@@ -49,7 +49,7 @@ def main(argv: Sequence[str]) -> int:
 
     from lbm.envs.actors import PolicyActor
     from lbm.envs.rollout import check_tasks, run_episodes
-    from lbm.envs.video import write_gif
+    from lbm.envs.video import write_episode_gifs
     from lbm.errors import LbmError
     from lbm.train.trained_policy import load_policy
     from lbm.train.trainer import pick_device
@@ -83,12 +83,7 @@ def main(argv: Sequence[str]) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / EVAL_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     if video_dir is not None:
-        for j, episode in enumerate(evaluation.episodes):
-            outcome = "success" if episode.success else "failure"
-            write_gif(
-                video_dir / f"episode_{j:03d}-{episode.task}-seed_{episode.seed}-{outcome}.gif",
-                episode.frames,
-            )
+        write_episode_gifs(evaluation.episodes, video_dir)
     print_summary(summary)
     print(
         f"wrote {output_dir / EVAL_FILE}"

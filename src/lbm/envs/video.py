@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lbm.envs.rollout import EpisodeResult
 
 MIN_VIDEO_SIZE = 192
 
@@ -24,3 +29,15 @@ def write_gif(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
     return path
+
+
+def write_episode_gifs(episodes: Sequence[EpisodeResult], directory: Path) -> list[Path]:
+    """A GIF of each recorded episode (those with frames) in `directory`, named by its index, task, seed and
+    outcome, e.g. `episode_003-reach_red-seed_100003-success.gif`."""
+    paths = []
+    for j, episode in enumerate(episodes):
+        if episode.frames:
+            outcome = "success" if episode.success else "failure"
+            name = f"episode_{j:03d}-{episode.task}-seed_{episode.seed}-{outcome}.gif"
+            paths.append(write_gif(directory / name, episode.frames))
+    return paths

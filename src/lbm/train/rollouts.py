@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig
 
 from lbm.envs.actors import PolicyActor
@@ -71,10 +70,3 @@ def describe(evaluation: Evaluation, step: int) -> str:
         f" episodes; {per_task})"
         + (f", {steps:.1f} steps to success on average" if steps is not None else "")
     )
-
-
-def video_array(frames: list[np.ndarray]) -> np.ndarray:
-    """Frames as the [T, 3, H, W] uint8 array wandb.Video takes, scaled up like the GIFs of `lbm eval`."""
-    from lbm.envs.video import upscaled
-
-    return upscaled(frames).transpose(0, 3, 1, 2)

@@ -35,7 +35,7 @@ from lbm.train.compose import to_yaml
 from lbm.train.distributed import Distributed
 from lbm.train.metrics import METRICS_FILE, MetricsLog
 from lbm.train.resume import check_explicit, resume_checkpoint
-from lbm.train.rollouts import TrainingRollouts, describe, video_array
+from lbm.train.rollouts import TrainingRollouts, describe
 from lbm.train.sampler import EpochSampler
 from lbm.train.wandb_run import check_logging_mode, start_wandb
 
@@ -534,21 +534,21 @@ class Trainer:
         return results
 
     def _rolled_out(self, metrics: MetricsLog) -> dict[str, float]:
-        """Rollouts of the acting policy (on rank 0): their metrics, a line for people, videos to W&B."""
+        """Rollouts of the acting policy (on rank 0): their metrics, a line for people, and the recorded
+        episodes as GIFs in `rollouts/step_<S>/` of the output dir, also logged to W&B."""
+        from lbm.envs.video import write_episode_gifs
+
         evaluation = self.rollouts.run(self._acting_policy())
         self.policy.train()
         print(describe(evaluation, self.progress.step), flush=True)
-        if metrics.wandb_run is not None:
+        gifs = write_episode_gifs(
+            evaluation.episodes, self.output_dir / "rollouts" / f"step_{self.progress.step}"
+        )
+        if metrics.wandb_run is not None and gifs:
             import wandb
 
-            videos = [e for e in evaluation.episodes if e.frames]
-            metrics.wandb_run.log(
-                {
-                    f"test_video_{j}": wandb.Video(video_array(e.frames), fps=10, format="gif")
-                    for j, e in enumerate(videos)
-                },
-                step=self.progress.step,
-            )
+            videos = {f"test_video_{j}": wandb.Video(str(path), format="gif") for j, path in enumerate(gifs)}
+            metrics.wandb_run.log(videos, step=self.progress.step)
         self._scores = evaluation.metrics()
         return self._scores
 
