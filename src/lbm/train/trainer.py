@@ -169,25 +169,6 @@ def prepare_dataset(task: DictConfig, dist: Distributed) -> None:
     dist.barrier()
 
 
-def check_monitor(checkpoint: DictConfig, has_rollouts: bool) -> tuple[str, str]:
-    """(`checkpoint.monitor_key`, `checkpoint.mode`): val_loss by default, a score the run logs (mode max
-    unless given) or val_loss (mode min unless given); else LbmError."""
-    key = checkpoint.get("monitor_key") or "val_loss"
-    mode = checkpoint.get("mode") or ("min" if key == "val_loss" else "max")
-    if mode not in ckpt.MONITOR_MODES:
-        raise LbmError(f"checkpoint.mode {mode!r} is not known: use min (for losses) or max (for scores)")
-    if key != "val_loss" and key != "test_mean_score" and not key.startswith("test_success_"):
-        raise LbmError(
-            f"checkpoint.monitor_key {key!r} is not known: use val_loss, test_mean_score or "
-            "test_success_<task>"
-        )
-    if key != "val_loss" and not has_rollouts:
-        raise LbmError(
-            f"checkpoint.monitor_key {key!r} needs rollouts, but task.env_runner is not set: monitor val_loss"
-        )
-    return key, mode
-
-
 def mirror_written(uploader: transfer.BackgroundUploader, info: ckpt.CheckpointInfo) -> None:
     """Upload a new checkpoint, then its sidecar (which marks it complete)."""
     uploader.upload(info.path)
@@ -226,7 +207,7 @@ class Trainer:
         # Model first: a missing pretrained weight is a user error that must come before any data is made.
         self.policy = build(cfg.policy)
         self.rollouts = TrainingRollouts.from_config(cfg)
-        self.monitor_key, self.monitor_mode = check_monitor(cfg.checkpoint, self.rollouts is not None)
+        self.monitor_key, self.monitor_mode = ckpt.check_monitor(cfg.checkpoint, self.rollouts is not None)
         self._scores: dict[str, float] = {}
         prepare_dataset(cfg.task, self.dist)
         self.dataset = build(cfg.task.dataset)
