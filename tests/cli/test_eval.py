@@ -138,6 +138,7 @@ def test_eval_bad_input_is_one_line_and_exit_2_writing_nothing(trained, tmp_path
     cases = [
         (["--checkpoint", str(tmp_path / "missing.ckpt")], "does not exist"),
         (["--checkpoint", checkpoint, "--episodes", "0"], "--episodes must be at least 1"),
+        (["--checkpoint", checkpoint, "--seed", "-3"], "--seed must be >= 0"),
         (["--checkpoint", checkpoint, "--tasks", "reach_purple"], "unknown task(s) reach_purple"),
         (["--checkpoint", str(not_a_checkpoint)], "is not an lbm checkpoint"),
     ]

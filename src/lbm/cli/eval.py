@@ -38,6 +38,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.episodes < 1:
         parser().error(f"--episodes must be at least 1, got {args.episodes}")
+    if args.seed is not None and args.seed < 0:
+        parser().error(f"--seed must be >= 0, got {args.seed}")
     output_dir = Path(args.output_dir)
     video_dir = Path(args.video) if args.video else None
     for directory in (output_dir, video_dir):

@@ -23,10 +23,11 @@ class TrainingRollouts:
         self.videos = int(env_runner.get("n_test_vis", 0))
         self.start_seed = int(env_runner.test_start_seed)
         self.every = every
-        if self.episodes < 1 or self.videos < 0 or every < 0:
+        if self.episodes < 1 or self.videos < 0 or self.start_seed < 0 or every < 0:
             raise LbmError(
                 f"need task.env_runner.n_test >= 1 (got {self.episodes}), n_test_vis >= 0 (got "
-                f"{self.videos}) and training.rollout_every >= 0 (got {every})"
+                f"{self.videos}), test_start_seed >= 0 (got {self.start_seed}) and training.rollout_every "
+                f">= 0 (got {every})"
             )
         self.suite = build(env_runner.env)
 
