@@ -34,7 +34,6 @@ SIZES = {
     # 2 observation steps, batch 64.
     "reference-small": [
         "policy.obs_encoder.rgb_model._target_=lbm.train.models.vision.get_resnet",
-        "+policy.obs_encoder.rgb_model.name=resnet18",
         "task.synthesize.image_size=96",
         "task.shape_meta.obs.image.shape=[3,96,96]",
         "policy.obs_encoder.crop_shape=[84,84]",
