@@ -169,13 +169,19 @@ def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProc
             ["--config-file", TINY, "policy.obs_encoder.rgb_model.weights=IMAGENET1K_V1"],
             "no pretrained weights",
         ),
-        (["--config-file", TINY, "checkpoint.monitor_key=val_los"], "monitor_key 'val_los' is not known"),
-        (["--config-file", TINY, "checkpoint.mode=best"], "checkpoint.mode 'best' is not known"),
+        (
+            ["--config-file", TINY, "checkpoint.monitor_key=val_los"],
+            "checkpoint.monitor_key='val_los' is not valid: must be val_loss, test_mean_score",
+        ),
+        (["--config-file", TINY, "checkpoint.mode=best"], "checkpoint.mode='best' is not valid"),
         (
             ["--config-file", TINY, "checkpoint.monitor_key=test_mean_score", "task.env_runner=null"],
             "needs rollouts",
         ),
-        (["--config-file", TINY, "task.env_runner.n_test=0"], "n_test >= 1"),
+        (
+            ["--config-file", TINY, "task.env_runner.n_test=0"],
+            "task.env_runner.n_test=0 is not valid: must be >= 1",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, env, args, message):

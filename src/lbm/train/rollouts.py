@@ -9,12 +9,11 @@ from omegaconf import DictConfig
 
 from lbm.envs.actors import PolicyActor
 from lbm.envs.rollout import Evaluation, run_episodes
-from lbm.errors import LbmError
 
 
 class TrainingRollouts:
     """The env_runner of a task: `n_test` episodes from `test_start_seed` (seeds no dataset episode uses),
-    the first `n_test_vis` of them recorded as videos for W&B."""
+    the first `n_test_vis` of them recorded as videos (values checked by the config schema)."""
 
     def __init__(self, env_runner: DictConfig, every: int) -> None:
         from lbm.train.trainer import build
@@ -23,12 +22,6 @@ class TrainingRollouts:
         self.videos = int(env_runner.get("n_test_vis", 0))
         self.start_seed = int(env_runner.test_start_seed)
         self.every = every
-        if self.episodes < 1 or self.videos < 0 or self.start_seed < 0 or every < 0:
-            raise LbmError(
-                f"need task.env_runner.n_test >= 1 (got {self.episodes}), n_test_vis >= 0 (got "
-                f"{self.videos}), test_start_seed >= 0 (got {self.start_seed}) and training.rollout_every "
-                f">= 0 (got {every})"
-            )
         self.suite = build(env_runner.env)
 
     @classmethod

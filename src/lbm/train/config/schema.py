@@ -97,12 +97,30 @@ class Dataset(Built):
     max_train_episodes: Count | None = None
 
 
+class EnvSuite(Built):
+    """An environment suite (`lbm.envs`): the synthetic scene's options."""
+
+    num_tasks: Count | None = None
+    image_size: Count | None = None
+    max_steps: Count | None = None
+
+
+class EnvRunner(Section):
+    """Closed-loop rollouts: the environment suite and which episodes."""
+
+    env: EnvSuite
+    n_test: Count
+    n_test_vis: Size = 0
+    test_start_seed: Seed
+
+
 class Task(Section):
     name: Name
     dataset_path: str = Field(min_length=1)
     synthesize: Synthesize | None = None
     shape_meta: ShapeMeta
     dataset: Dataset
+    env_runner: EnvRunner | None = None
 
     @model_validator(mode="after")
     def _synthetic_images_fit_shape_meta(self) -> Task:
@@ -146,6 +164,9 @@ class RgbModel(Section):
     weights: str | None = None
     pretrained: bool | str | None = None
     model_name_or_path: str | None = None
+    channels: list[Count] | None = Field(default=None, min_length=1)
+    num_keypoints: Count | None = None
+    condition_dim: Size | None = None
 
 
 class ObsEncoder(Built):
@@ -278,6 +299,7 @@ class Training(Section):
     val_per_step: bool
     max_val_batches: Count | None = None
     sample_every: Size | None = None
+    rollout_every: Size | None = None
     log_every: Count
     resume: bool
     resume_checkpoint_path: str | None = Field(default=None, min_length=1)
@@ -293,6 +315,15 @@ class Training(Section):
 class Checkpoint(Section):
     every_n_steps: Count
     topk: Size
+    monitor_key: str | None = None
+    mode: Literal["min", "max"] | None = None
+
+    @field_validator("monitor_key")
+    @classmethod
+    def _logged_metric(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"val_loss|test_mean_score|test_success_\w+", value):
+            raise ValueError("must be val_loss, test_mean_score or test_success_<task>")
+        return value
 
 
 class Logging(Section):
