@@ -104,7 +104,7 @@ def test_model_metrics_from_the_artifact_metrics_jsonl(world):
     job = world.submit("trained", "print('trained')")
     world.wait_state("trained", FINISHED)
     artifact = world.bucket / "outputs" / "jane-doe-lbm" / "trained"
-    artifact.mkdir(parents=True)
+    artifact.mkdir(parents=True, exist_ok=True)  # the job may have written its archive there already
     records = []
     for step in range(0, 200, 10):
         record = {"step": step, "epoch": step // 50, "train_loss": 1.0 / (1 + step), "lr": 1e-4}
@@ -133,7 +133,7 @@ def test_model_metrics_show_the_success_rate_of_rollouts_beside_the_losses(world
     world.submit("rolled", "print('rolled')")
     world.wait_state("rolled", FINISHED)
     artifact = world.bucket / "outputs" / "jane-doe-lbm" / "rolled"
-    artifact.mkdir(parents=True)
+    artifact.mkdir(parents=True, exist_ok=True)  # the job may have written its archive there already
     records = [
         {"step": 50, "epoch": 1, "train_loss": 0.2, "val_loss": 0.3},
         {
