@@ -14,9 +14,9 @@ CLIP = "lbm.train.models.vision.get_clip_vit_base_patch16"
 RESNET = "lbm.train.models.vision.get_resnet"
 
 
-def merged(addon: dict) -> dict:
-    base = compose_config(TINY)
-    return compose_config(TINY, conditional_overrides(base, addon))
+def merged(addon: dict, *base_overrides: str) -> dict:
+    base = compose_config(TINY, list(base_overrides))
+    return compose_config(TINY, [*base_overrides, *conditional_overrides(base, addon)])
 
 
 def test_a_node_whose_target_changes_is_replaced():
@@ -42,8 +42,10 @@ def test_a_node_whose_target_stays_is_merged_and_legacy_names_count_as_lbms():
             }
         }
     }
-    config = merged(addon)
-    assert dict(config.policy.obs_encoder.rgb_model) == {
+    # The tiny config's image model switched to a ResNet, so that the addon's (legacy-named) target stays.
+    config = merged(addon, f"policy.obs_encoder.rgb_model._target_={RESNET}")
+    rgb_model = dict(config.policy.obs_encoder.rgb_model)
+    assert {key: rgb_model[key] for key in ("_target_", "name", "weights")} == {
         "_target_": RESNET,
         "name": "resnet34",
         "weights": None,
