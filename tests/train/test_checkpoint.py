@@ -62,3 +62,12 @@ def test_snapshot_is_not_changed_by_later_updates():
     copy = ckpt.snapshot({"w": weights, "nested": [weights]})
     weights.add_(1.0)
     assert torch.equal(copy["w"], torch.zeros(3)) and torch.equal(copy["nested"][0], torch.zeros(3))
+
+
+def test_keeper_removes_a_write_that_a_killed_run_left_unfinished(tmp_path):
+    done = ckpt.write_checkpoint(state(10), tmp_path / "epoch_0-step_10.ckpt", None)
+    unfinished = tmp_path / ".epoch_0-step_20.ckpt.partial"
+    unfinished.write_bytes(b"half a checkpoint")
+    ckpt.CheckpointKeeper(tmp_path, topk=1)
+    assert not unfinished.exists()
+    assert ckpt.latest_complete(tmp_path) == done
