@@ -5,6 +5,8 @@
 accumulated into optimizer steps, metrics every `training.log_every` steps, validation every
 `training.val_every` epochs (or steps with `val_per_step`), checkpoints every `checkpoint.every_n_steps`
 steps and at the end. Under torchrun it is one rank of a DDP job and only rank 0 logs and writes files.
+Every random draw of a step derives from the seed, the epoch and the sample indices, so a run resumed from a
+checkpoint takes the same steps as the uninterrupted run.
 """
 
 from __future__ import annotations
