@@ -3,8 +3,8 @@
 For one model size it measures, side by side in one run, interleaved over rounds:
 - compute limit: samples/s of the trainer's own steps on one batch already on the device (no loading);
 - loop, train steps only: samples/s of the real loop, loading from zarr through the DataLoader workers;
-- loop as a user runs it: the config's own validation, sampling, checkpoints and logging on, over one whole
-  epoch (its validation and sampling included), after a first epoch of warm-up;
+- loop as a user runs it: the config's own validation, sampling, checkpoints and logging on, over a window
+  of one epoch's steps that holds the epoch-end validation and sampling;
 - checkpoints: the loop's step time with a checkpoint every `--checkpoint-every` steps, over a window that
   holds three of them, the last one waited for, against the loop's step time without checkpoints;
 - peak RSS of an `lbm train` process and its loader workers on the dataset at x1 and x8, with the size of
@@ -141,8 +141,8 @@ def measure_round(base: list[str], every: int, epoch: int, out: Path, batch: int
     with_ckpt = [*base, *TRAIN_STEPS_ONLY, "training.log_every=5", f"checkpoint.every_n_steps={every}"]
     clock, end = timed_run(with_ckpt, steps, out / "ckpt")
     ckpt = step_s(clock, WARMUP_STEPS, steps, end)  # the last checkpoint is written at `steps`, then waited
-    clock, _ = timed_run(base, 2 * epoch, out / "user")
-    user = step_s(clock, epoch, 2 * epoch)  # the second epoch, with the first epoch's validation
+    clock, _ = timed_run(base, WARMUP_STEPS + epoch, out / "user")
+    user = step_s(clock, WARMUP_STEPS, WARMUP_STEPS + epoch)  # one epoch's steps and its validation
     return {
         "compute": batch / compute,
         "loop": batch / loop,
