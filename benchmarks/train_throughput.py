@@ -14,8 +14,9 @@ All rows use the same config, `--threads` torch threads and the config's loader 
 and the checkpoint row include, per micro-batch, the forward and backward pass (images cast from uint8 to
 float and cropped on the device), the random draws per sample, one `loss.item()` (a device sync), and per
 step the AdamW step, the lr schedule, the EMA update and the metrics record every `log_every` steps.
-The compute limit leaves out only the loading: no loader workers, no zarr reads, no collation, no copy to
-the device. Step times come from the clock read after each optimizer step.
+The compute limit leaves out only the loading: no zarr reads, no collation, no copy to the device (its
+loader worker delivers the one batch, then idles). Step times come from the clock read after each
+optimizer step.
 
     python benchmarks/train_throughput.py --size tiny --rounds 3
     python benchmarks/train_throughput.py --size reference-small --checkpoint-every 20 --rounds 2
