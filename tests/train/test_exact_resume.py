@@ -104,13 +104,19 @@ def uninterrupted(tmp_path_factory, env) -> Path:
 
 
 def kill_mid_epoch(out: Path, process: subprocess.Popen, rng: random.Random) -> int:
-    """Kill at a random step strictly inside an epoch, after a mid-epoch checkpoint."""
+    """Kill at a random step strictly inside an epoch, once the mid-epoch checkpoint before it is complete
+    (a slow machine may still be writing it a step or two later)."""
     step = rng.choice(
         [EVERY + 1, EVERY + 2, EVERY + 3, STEPS_PER_EPOCH + EVERY + 1, STEPS_PER_EPOCH + EVERY + 2]
     )
-    wait_for(lambda: process.poll() is not None or logged_steps(out) >= step, f"step {step}", timeout=300)
+    resume_step = step - step % EVERY
+    wait_for(
+        lambda: process.poll() is not None or (logged_steps(out) >= step and complete(out, resume_step)),
+        f"step {step} and the checkpoint at step {resume_step}",
+        timeout=300,
+    )
     process.send_signal(signal.SIGKILL)
-    return step - step % EVERY
+    return resume_step
 
 
 def kill_on_epoch_boundary(out: Path, process: subprocess.Popen, rng: random.Random) -> int:
