@@ -1,16 +1,25 @@
 """Training throughput of the real loop against the compute limit, checkpoint overhead, and memory.
 
-For one model size it measures, side by side in one run:
-- samples/s of the real training loop (data loading, logging, the lr schedule, EMA: everything);
-- samples/s of the same loop, model and batch with the batch already in memory (the compute limit), and the
-  ratio;
-- step time with a checkpoint every 50 steps over step time without;
-- peak RSS of a training process (with its loader workers) on the synthetic dataset and on one four times
-  larger.
+For one model size it measures, side by side in one run, interleaved over rounds:
+- compute limit: samples/s of the trainer's own steps on one batch already on the device (no loading);
+- loop, train steps only: samples/s of the real loop, loading from zarr through the DataLoader workers;
+- loop as a user runs it: the config's own validation, sampling, checkpoints and logging on, over a window
+  of one epoch's steps that holds the epoch-end validation and sampling;
+- checkpoints: the loop's step time with a checkpoint every `--checkpoint-every` steps, over a window that
+  holds three of them, the last one waited for, against the loop's step time without checkpoints;
+- peak RSS of an `lbm train` process and its loader workers on the dataset at x1 and x8, with the size of
+  its decoded images and of the image chunks the run decodes, against the chunk cache.
 
-    python benchmarks/train_throughput.py --size tiny
-X
-    python benchmarks/train_throughput.py --size reference-large   # UNet [256,512,1024]
+All rows use the same config, `--threads` torch threads and the config's loader workers. The first three
+and the checkpoint row include, per micro-batch, the forward and backward pass (images cast from uint8 to
+float and cropped on the device), the random draws per sample, one `loss.item()` (a device sync), and per
+step the AdamW step, the lr schedule, the EMA update and the metrics record every `log_every` steps.
+The compute limit leaves out only the loading: no zarr reads, no collation, no copy to the device (its
+loader worker delivers the one batch, then idles). Step times come from the clock read after each
+optimizer step.
+
+    python benchmarks/train_throughput.py --size tiny --rounds 3
+    python benchmarks/train_throughput.py --size reference-small --checkpoint-every 20 --rounds 2
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ SIZES["reference-large"] = [o for o in SIZES["reference-small"] if "down_dims" n
     "policy.down_dims=[256,512,1024]"
 ]
 TINY = "train_diffusion_unet_resnet_lang_tiny"
+WARMUP_STEPS = 5
+TRAIN_STEPS_ONLY = ["training.val_every=1000000", "training.sample_every=0"]
 
 
 def overrides_for(size: str, data_dir: Path, scale: int = 1) -> list[str]:
@@ -54,14 +65,13 @@ def overrides_for(size: str, data_dir: Path, scale: int = 1) -> list[str]:
         *SIZES[size],
         f"task.dataset_path={data_dir}/{size}-x{scale}.zarr",
         f"task.synthesize.episodes_per_task={12 * scale}",
-        "training.val_every=1000",
-        "training.sample_every=0",
+        "training.num_epochs=1000",
         "logging.mode=disabled",
     ]
 
 
 class RepeatedBatch:
-    """A loader that yields one batch already in memory, as often as the real loader has batches."""
+    """A loader that yields one batch already on the device, as often as the real loader has batches."""
 
     def __init__(self, batch: dict, length: int):
         self.batch = batch
@@ -74,45 +84,102 @@ class RepeatedBatch:
         return self.length
 
 
-def measure_loop(
-    cfg_overrides: list[str], steps: int, checkpoint_every: int, out: Path, in_memory: bool = False
-) -> dict:
-    """Run the real loop for `steps` steps; its mean step time from the metrics records.
-
-    With `in_memory`, the loader yields one batch already in memory: the compute limit of the same loop.
-    """
+def timed_run(
+    overrides: list[str], steps: int, out: Path, in_memory: bool = False
+) -> tuple[list[float], float]:
+    """Train `steps` steps; (the clock after each optimizer step, the clock when `run()` returned)."""
     from lbm.train.compose import compose_config
-    from lbm.train.metrics import read_metrics
-    from lbm.train.trainer import Trainer
+    from lbm.train.trainer import Trainer, to_device
 
-    log_every = 5
-    cfg = compose_config(
-        TINY,
-        [
-            *cfg_overrides,
-            f"training.max_train_steps={steps}",
-            "training.num_epochs=1000",
-            f"training.log_every={log_every}",
-            f"checkpoint.every_n_steps={checkpoint_every}",
-            *(["dataloader.num_workers=0"] if in_memory else []),
-        ],
-    )
+    cfg = compose_config(TINY, [*overrides, f"training.max_train_steps={steps}"])
     trainer = Trainer(cfg, out)
     if in_memory:
-        trainer.train_loader = RepeatedBatch(next(iter(trainer.train_loader)), len(trainer.train_loader))
-    batch = cfg.dataloader.batch_size
-    trainer.run()
-    records = read_metrics(out / "metrics.jsonl")[2:]  # the first windows include worker start-up
-    # The mean, not the median: a window with a checkpoint in it must count.
-    step_s = statistics.mean(batch / r["samples_per_s"] for r in records)
+        batch = next(iter(trainer.train_loader))
+        on_device = {**to_device(batch, trainer.device), "index": batch["index"]}
+        trainer.train_loader = RepeatedBatch(on_device, len(trainer.train_loader))
+    clock: list[float] = []
+    optimizer_step = trainer.optimizer_step
+
+    def timed_optimizer_step() -> None:
+        optimizer_step()
+        clock.append(time.perf_counter())
+
+    trainer.optimizer_step = timed_optimizer_step
+    if trainer.run() != 0:
+        raise SystemExit(f"training in {out} was stopped by a signal before its last step")
+    return clock, time.perf_counter()
+
+
+def step_s(clock: list[float], first: int, last: int, end: float | None = None) -> float:
+    """Mean seconds per step from after step `first` to after step `last` (or to `end`)."""
+    return ((end if end is not None else clock[last - 1]) - clock[first - 1]) / (last - first)
+
+
+def steps_per_epoch(overrides: list[str]) -> int:
+    """Optimizer steps per epoch of one process, as the trainer counts them."""
+    from lbm.train.compose import compose_config
+    from lbm.train.trainer import build
+
+    cfg = compose_config(TINY, overrides)
+    micro_batches = len(build(cfg.task.dataset)) // cfg.dataloader.batch_size
+    return micro_batches // cfg.training.gradient_accumulate_every
+
+
+def data_wait_frac(out: Path) -> float:
+    from lbm.train.metrics import read_metrics
+
+    return statistics.mean(r["data_wait_frac"] for r in read_metrics(out / "metrics.jsonl")[1:])
+
+
+def measure_round(base: list[str], every: int, epoch: int, out: Path, batch: int) -> dict[str, float]:
+    """One round of every throughput row, in samples/s (and the checkpoint row's step-time ratio)."""
+    steps = 3 * every
+    only = [*base, *TRAIN_STEPS_ONLY, "training.log_every=5", "checkpoint.every_n_steps=1000000"]
+    clock, _ = timed_run(only, steps, out / "compute", in_memory=True)
+    compute = step_s(clock, WARMUP_STEPS, steps)
+    clock, _ = timed_run(only, steps, out / "loop")
+    loop = step_s(clock, WARMUP_STEPS, steps)
+    wait = data_wait_frac(out / "loop")
+    with_ckpt = [*base, *TRAIN_STEPS_ONLY, "training.log_every=5", f"checkpoint.every_n_steps={every}"]
+    clock, end = timed_run(with_ckpt, steps, out / "ckpt")
+    ckpt = step_s(clock, WARMUP_STEPS, steps, end)  # the last checkpoint is written at `steps`, then waited
+    clock, _ = timed_run(base, WARMUP_STEPS + epoch, out / "user")
+    user = step_s(clock, WARMUP_STEPS, WARMUP_STEPS + epoch)  # one epoch's steps and its validation
     return {
-        "samples_per_s": batch / step_s,
-        "step_s": step_s,
-        "data_wait_frac": statistics.mean(r["data_wait_frac"] for r in records),
+        "compute": batch / compute,
+        "loop": batch / loop,
+        "user": batch / user,
+        "data_wait_frac": wait,
+        "step_s_no_checkpoint": loop,
+        "step_s_checkpoints": ckpt,
+        "checkpoint_ratio": ckpt / loop,
     }
 
 
-def peak_rss_mb(cfg_overrides: list[str], steps: int, out: Path) -> float:
+def image_megabytes(overrides: list[str], steps: int) -> tuple[float, float]:
+    """(MB of the dataset's decoded images, MB of the distinct chunks that the first `steps` steps of
+    training decode), the second counted by reading the same samples through a cache that keeps all."""
+    from hydra.utils import instantiate
+
+    from lbm.train.compose import compose_config
+    from lbm.train.sampler import EpochSampler
+
+    cfg = compose_config(TINY, overrides)
+    dataset = instantiate(cfg.task.dataset, cache_bytes=2**40, _convert_="partial")
+    batch = cfg.dataloader.batch_size
+    sampler = EpochSampler(len(dataset), seed=int(cfg.training.seed))
+    per_epoch = len(sampler) // batch * batch
+    indices: list[int] = []
+    while len(indices) < steps * batch:
+        sampler.set_epoch(len(indices) // per_epoch)
+        indices += list(sampler)[:per_epoch]
+    for start in range(0, steps * batch, batch):
+        dataset.__getitems__(indices[start : start + batch])
+    buffer = dataset._open_buffer()
+    return buffer["image"].nbytes / 2**20, buffer.cache.nbytes / 2**20
+
+
+def peak_rss_mb(overrides: list[str], steps: int, out: Path) -> float:
     """Peak resident memory of an `lbm train` process and its loader workers, sampled every 50 ms."""
     command = [
         sys.executable,
@@ -122,9 +189,9 @@ def peak_rss_mb(cfg_overrides: list[str], steps: int, out: Path) -> float:
         TINY,
         "--output-dir",
         str(out),
-        *cfg_overrides,
+        *overrides,
+        *TRAIN_STEPS_ONLY,
         f"training.max_train_steps={steps}",
-        "training.num_epochs=1000",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     parent, peak = psutil.Process(process.pid), 0
@@ -140,60 +207,92 @@ def peak_rss_mb(cfg_overrides: list[str], steps: int, out: Path) -> float:
     return peak / 2**20
 
 
+def throughput(rounds: list[dict], cfg, epoch: int, every: int) -> dict:
+    """The throughput rows: medians over the rounds, and each round's figures."""
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    return {
+        "rounds": len(rounds),
+        "steps_per_epoch": epoch,
+        "compute_limit_samples_per_s": round(median["compute"], 2),
+        "loop_samples_per_s": round(median["loop"], 2),
+        "loop_over_compute": round(statistics.median(r["loop"] / r["compute"] for r in rounds), 3),
+        "data_wait_frac": round(median["data_wait_frac"], 4),
+        "loop_as_run_samples_per_s": round(median["user"], 2),
+        "loop_as_run_over_compute": round(statistics.median(r["user"] / r["compute"] for r in rounds), 3),
+        "as_run": {key: cfg.training[key] for key in ("val_every", "sample_every", "log_every")}
+        | {"checkpoint_every": cfg.checkpoint.every_n_steps},
+        "checkpoint_every": every,
+        "step_s_checkpoints": round(median["step_s_checkpoints"], 4),
+        "step_s_no_checkpoint": round(median["step_s_no_checkpoint"], 4),
+        "checkpoint_step_time_ratio": round(median["checkpoint_ratio"], 3),
+        "per_round": [{k: round(v, 4) for k, v in r.items()} for r in rounds],
+    }
+
+
+def memory(overrides: dict[int, list[str]], steps: int, cfg, out: Path) -> dict:
+    """Peak RSS at each dataset scale, with its decoded image sizes against the chunk cache."""
+    from lbm.train.data.replay_buffer import DEFAULT_CACHE_BYTES
+
+    cache_mb = cfg.task.dataset.get("cache_bytes", DEFAULT_CACHE_BYTES) / 2**20
+    result = {}
+    for scale, scaled in overrides.items():
+        images_mb, decoded_mb = image_megabytes(scaled, steps)
+        result[f"dataset_x{scale}"] = {
+            "peak_rss_mb": round(peak_rss_mb(scaled, steps, out / f"rss-x{scale}")),
+            "decoded_images_mb": round(images_mb),
+            "chunks_decoded_by_the_run_mb": round(decoded_mb),
+            "chunk_cache_mb_per_process": round(cache_mb),
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per loop measurement")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference used 2)")
+    parser.add_argument("--checkpoint-every", type=int, default=50, help="the checkpoint row's rate, steps")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every measurement")
-    parser.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS runs")
+    parser.add_argument("--rss-steps", type=int, default=60, help="training steps of each peak-RSS run")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS runs")
+    which.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs")
     args = parser.parse_args()
+    if args.checkpoint_every <= WARMUP_STEPS:
+        parser.error(f"--checkpoint-every must be more than the {WARMUP_STEPS} warm-up steps")
     import torch
 
     torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the `lbm train` processes of the RSS runs
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["LBM_DATA_DIR"] = str(tmp / "data")
-        base = overrides_for(args.size, tmp / "data")
-        big = overrides_for(args.size, tmp / "data", scale=4)
-        # Make both datasets first so that generating them is not measured.
+        scaled = {scale: overrides_for(args.size, tmp / "data", scale) for scale in (1, 8)}
+        base = scaled[1]
+        # Make the datasets first so that generating them is not measured.
         from lbm.train.compose import compose_config
         from lbm.train.distributed import Distributed
         from lbm.train.trainer import prepare_dataset
 
-        for overrides in (base, big):
+        for overrides in scaled.values() if not args.skip_rss else [base]:
             prepare_dataset(compose_config(TINY, overrides).task, Distributed())
-        # Interleave the variants over several rounds so that machine noise hits them alike.
-        rounds = {"compute": [], "loop": [], "ckpt": []}
-        for r in range(args.rounds):
-            compute_run = measure_loop(base, args.steps, 10**9, tmp / f"compute-{r}", in_memory=True)
-            rounds["compute"].append(compute_run)
-            rounds["loop"].append(measure_loop(base, args.steps, 10**9, tmp / f"loop-{r}"))
-            rounds["ckpt"].append(measure_loop(base, args.steps, 50, tmp / f"ckpt-{r}"))
-        compute, loop, with_ckpt = (
-            {key: statistics.median(m[key] for m in runs) for key in runs[0]} for runs in rounds.values()
-        )
+        cfg = compose_config(TINY, base)
+        result = {
+            "size": args.size,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "threads": args.threads,
+            "loader_workers": cfg.dataloader.num_workers,
+        }
+        if not args.rss_only:
+            epoch, batch = steps_per_epoch(base), cfg.dataloader.batch_size
+            rounds = []
+            for r in range(args.rounds):
+                rounds.append(measure_round(base, args.checkpoint_every, epoch, tmp / f"round-{r}", batch))
+                print(json.dumps({"round": r, **rounds[-1]}), file=sys.stderr, flush=True)
+            result |= throughput(rounds, cfg, epoch, args.checkpoint_every)
         if not args.skip_rss:
-            rss_small = peak_rss_mb(base, 40, tmp / "rss-x1")
-            rss_big = peak_rss_mb(big, 40, tmp / "rss-x4")
-    result = {
-        "size": args.size,
-        "rounds": args.rounds,
-        "threads": args.threads,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "loop_samples_per_s": round(loop["samples_per_s"], 2),
-        "compute_limit_samples_per_s": round(compute["samples_per_s"], 2),
-        "loop_over_compute": round(loop["samples_per_s"] / compute["samples_per_s"], 3),
-        "data_wait_frac": round(loop["data_wait_frac"], 4),
-        "step_s_checkpoint_every_50": round(with_ckpt["step_s"], 4),
-        "step_s_no_checkpoint": round(loop["step_s"], 4),
-        "checkpoint_step_time_ratio": round(with_ckpt["step_s"] / loop["step_s"], 3),
-    }
-    if not args.skip_rss:
-        result["peak_rss_mb_dataset_x1"] = round(rss_small)
-        result["peak_rss_mb_dataset_x4"] = round(rss_big)
+            result |= memory(scaled, args.rss_steps, cfg, tmp)
     print(json.dumps(result, indent=2))
 
 

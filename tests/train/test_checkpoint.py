@@ -76,3 +76,12 @@ def test_keeper_monitoring_a_success_rate_keeps_the_highest_and_survives_a_resta
     again.save(ckpt.snapshot(state(60)), val_loss=0.1, score=0.8)
     again.wait()
     assert sorted(ckpt.step_of(p.name) for p in ckpt.checkpoints_in(tmp_path)) == [20, 60]
+
+
+def test_keeper_removes_a_write_that_a_killed_run_left_unfinished(tmp_path):
+    done = ckpt.write_checkpoint(state(10), tmp_path / "epoch_0-step_10.ckpt", None)
+    unfinished = tmp_path / ".epoch_0-step_20.ckpt.partial"
+    unfinished.write_bytes(b"half a checkpoint")
+    ckpt.CheckpointKeeper(tmp_path, topk=1)
+    assert not unfinished.exists()
+    assert ckpt.latest_complete(tmp_path) == done

@@ -10,6 +10,7 @@ from lbm.errors import LbmError
 from lbm.train.models.obs_encoder import MultiImageObsEncoder
 from lbm.train.models.text import HashingTextEncoder
 from lbm.train.policy import DiffusionUnetLangPolicy
+from lbm.train.sample_generators import SampleGenerators
 
 torch.set_num_threads(2)
 SHAPE_META = {
@@ -228,3 +229,21 @@ def test_sampling_reproduces_the_actions_of_a_memorized_batch():
     predicted = sample(policy, batch, normalized=True)["action_pred"]
     error = (predicted - batch["action"]).square().mean(dim=(1, 2))
     assert error.max() < 0.1 * batch["action"].square().mean(), error
+
+
+def test_with_sample_generators_each_samples_loss_follows_the_sample_not_its_batch():
+    policy = make_policy()
+    batch = make_batch()
+    indices = [40, 41, 42, 43]
+    whole = policy.compute_loss(batch, SampleGenerators(5, 1, indices))
+    torch.testing.assert_close(whole, policy.compute_loss(batch, SampleGenerators(5, 1, indices)))
+    alone = []
+    for b, index in enumerate(indices):
+        single = {
+            "obs": {key: value[b : b + 1] for key, value in batch["obs"].items()},
+            "action": batch["action"][b : b + 1],
+            "instruction": batch["instruction"][b : b + 1],
+        }
+        alone.append(policy.compute_loss(single, SampleGenerators(5, 1, [index])))
+    torch.testing.assert_close(whole, torch.stack(alone).mean())
+    assert not torch.allclose(whole, policy.compute_loss(batch, SampleGenerators(5, 2, indices)))

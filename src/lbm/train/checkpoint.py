@@ -190,6 +190,8 @@ class CheckpointKeeper:
         self._kept: list[CheckpointInfo] = [
             info for p in checkpoints_in(directory) if (info := read_info(p, verify=False)) is not None
         ]
+        for partial in directory.glob(".epoch_*.partial"):
+            partial.unlink()  # a write that a killed run left unfinished
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 

@@ -18,6 +18,7 @@ from lbm.errors import LbmError
 from lbm.train.config.schema import INFERENCE_SCHEDULERS, PREDICTION_TYPES
 from lbm.train.models.unet1d import ConditionalUnet1D
 from lbm.train.normalizer import LinearNormalizer
+from lbm.train.sample_generators import SampleGenerators
 
 
 class DiffusionUnetLangPolicy(nn.Module):
@@ -109,10 +110,16 @@ class DiffusionUnetLangPolicy(nn.Module):
         """Use the dataset's {key: {"min": array, "max": array}} stats (e.g. "action", "agent_pos")."""
         self.normalizer.set_stats(stats)
 
-    def global_cond(self, obs: Mapping[str, torch.Tensor], instructions: list[str]) -> torch.Tensor:
+    def global_cond(
+        self,
+        obs: Mapping[str, torch.Tensor],
+        instructions: list[str],
+        generators: SampleGenerators | None = None,
+    ) -> torch.Tensor:
         """Features of the first n_obs_steps observation steps and of the instructions: [B, global_cond_dim].
 
-        Low-dim observations must already be normalized; images are uint8 [B, >=n_obs_steps, 3, H, W].
+        Low-dim observations must already be normalized; images are uint8 [B, >=n_obs_steps, 3, H, W];
+        random crops come from `generators` when given.
         """
         batch = next(iter(obs.values())).shape[0]
         if len(instructions) != batch:
@@ -120,21 +127,27 @@ class DiffusionUnetLangPolicy(nn.Module):
         device = self.device
         obs = {key: value[:, : self.n_obs_steps].to(device, non_blocking=True) for key, value in obs.items()}
         text_features = self.text_encoder(instructions, device)
-        obs_features = self.obs_encoder(obs, condition=text_features)
+        obs_features = self.obs_encoder(obs, condition=text_features, generators=generators)
         return torch.cat([obs_features, text_features.to(obs_features.dtype)], dim=-1)
 
-    def compute_loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
+    def compute_loss(
+        self, batch: Mapping[str, Any], generators: SampleGenerators | None = None
+    ) -> torch.Tensor:
         """Denoising loss (mean squared error) of one dataset batch.
 
         batch: {"obs": {low-dim key: normalized [B, n_obs_steps, D], rgb key: uint8 [B, n_obs_steps, 3, H,
-        W]}, "action": normalized [B, horizon, A], "instruction": list of B strings}.
+        W]}, "action": normalized [B, horizon, A], "instruction": list of B strings}. Crops, noise and
+        timesteps are drawn from `generators` (one per sample) when given, else from the global RNG.
         """
-        global_cond = self.global_cond(batch["obs"], list(batch["instruction"]))
+        global_cond = self.global_cond(batch["obs"], list(batch["instruction"]), generators)
         action = batch["action"].to(global_cond.device, non_blocking=True).float()
-        noise = torch.randn_like(action)
-        timesteps = torch.randint(
-            0, self.noise_scheduler.config.num_train_timesteps, (action.shape[0],), device=action.device
-        )
+        train_timesteps = self.noise_scheduler.config.num_train_timesteps
+        if generators is None:
+            noise = torch.randn_like(action)
+            timesteps = torch.randint(0, train_timesteps, (action.shape[0],), device=action.device)
+        else:
+            noise = generators.normal(action.shape[1:], action.device)
+            timesteps = generators.integers(train_timesteps, (), action.device)
         noisy_action = self.noise_scheduler.add_noise(action, noise, timesteps)
         prediction = self.model(noisy_action, timesteps, global_cond)
         prediction_type = self.noise_scheduler.config.prediction_type

@@ -5,6 +5,8 @@
 accumulated into optimizer steps, metrics every `training.log_every` steps, validation every
 `training.val_every` epochs (or steps with `val_per_step`), checkpoints every `checkpoint.every_n_steps`
 steps and at the end. Under torchrun it is one rank of a DDP job and only rank 0 logs and writes files.
+Every random draw of a step derives from the seed, the epoch and the sample indices, so a run resumed from a
+checkpoint takes the same steps as the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import random
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from lbm.train.distributed import Distributed
 from lbm.train.metrics import METRICS_FILE, MetricsLog
 from lbm.train.resume import check_explicit, resume_checkpoint
 from lbm.train.rollouts import TrainingRollouts, describe
+from lbm.train.sample_generators import STEP_KEY, SampleGenerators, derived_seed
 from lbm.train.sampler import EpochSampler
 from lbm.train.wandb_run import check_logging_mode, start_wandb
 
@@ -47,12 +50,14 @@ EXIT_STOPPED = 143
 
 @dataclass
 class Progress:
-    """Where training is: optimizer steps taken, epoch in progress, micro-batches of it already used."""
+    """Where training is: optimizer steps taken, epoch in progress, micro-batches of it already used, and
+    the losses of the micro-batches since the last logged step."""
 
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
     val_loss: float | None = None
+    unlogged_losses: list[float] = field(default_factory=list)
 
 
 class LossModule(torch.nn.Module):
@@ -62,8 +67,8 @@ class LossModule(torch.nn.Module):
         super().__init__()
         self.policy = policy
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.policy.compute_loss(batch)
+    def forward(self, batch: dict, generators: SampleGenerators) -> torch.Tensor:
+        return self.policy.compute_loss(batch, generators)
 
 
 def build(node: DictConfig) -> Any:
@@ -94,21 +99,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def leave_process_group(worker_id: int) -> None:
@@ -310,11 +300,18 @@ class Trainer:
         return nullcontext()
 
     def micro_step(self, batch: dict, last_of_step: bool) -> float:
-        """Forward and backward of one micro-batch; gradients sync across ranks on the step's last one."""
+        """Forward and backward of one micro-batch; gradients sync across ranks on the step's last one.
+
+        Its random draws depend only on the seed, the epoch and the micro-batch (the global RNG, for any
+        module that draws from it, such as dropout) or its samples' indices (crops, noise, timesteps).
+        """
+        p, seed = self.progress, int(self.training.seed)
+        torch.manual_seed(derived_seed(STEP_KEY, seed, self.dist.rank, p.epoch, p.batches_in_epoch))
+        generators = SampleGenerators(seed, p.epoch, batch["index"].tolist())
         sync = nullcontext() if last_of_step or not self.dist.enabled else self.model.no_sync()
         with sync:
             with self.autocast():
-                loss = self.model(to_device(batch, self.device))
+                loss = self.model(to_device(batch, self.device), generators)
             (loss / self.accumulate).backward()
         return loss.item()
 
@@ -383,11 +380,11 @@ class Trainer:
                 "epoch": self.progress.epoch,
                 "batches_in_epoch": self.progress.batches_in_epoch,
                 "val_loss": self.progress.val_loss,
+                "unlogged_losses": list(self.progress.unlogged_losses),
                 "model": self.policy.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.lr_scheduler.state_dict(),
-                "rng": rng_state(),
                 "config": to_yaml(self.cfg),
             }
         )
@@ -398,9 +395,12 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        restore_rng(state["rng"])
         self.progress = Progress(
-            state["step"], state["epoch"], state["batches_in_epoch"], state.get("val_loss")
+            state["step"],
+            state["epoch"],
+            state["batches_in_epoch"],
+            state.get("val_loss"),
+            list(state.get("unlogged_losses", [])),
         )
 
     # ---- the run ------------------------------------------------------------------------------------
@@ -469,7 +469,6 @@ class Trainer:
         self.policy.train()
         while p.step < self.total_steps:
             self.sampler.set_epoch(p.epoch, skip=p.batches_in_epoch * batch_size)
-            losses: list[float] = []
             batches = iter(self.train_loader)
             epoch_ended = False
             while not epoch_ended and p.step < self.total_steps:
@@ -478,7 +477,7 @@ class Trainer:
                 window.end_wait(batch_size * self.dist.world_size)
                 p.batches_in_epoch += 1
                 last_of_step = p.batches_in_epoch % self.accumulate == 0
-                losses.append(self.micro_step(batch, last_of_step))
+                p.unlogged_losses.append(self.micro_step(batch, last_of_step))
                 if not last_of_step:
                     continue
                 self.optimizer_step()
@@ -492,8 +491,7 @@ class Trainer:
                     p.epoch, epoch_ended, p.step >= self.total_steps
                 )
                 if validate or rollout or p.step % log_every == 0:
-                    record = self._train_record(losses, window)
-                    losses = []
+                    record = self._train_record(window)
                     if validate:
                         record.update(self._validated())
                     if rollout and metrics is not None:
@@ -533,10 +531,13 @@ class Trainer:
         self._scores = evaluation.metrics()
         return self._scores
 
-    def _train_record(self, losses: list[float], window: _Window) -> dict[str, Any]:
-        record: dict[str, Any] = {"step": self.progress.step, "epoch": self.progress.epoch}
-        if losses:
-            record["train_loss"] = sum(losses) / len(losses)
+    def _train_record(self, window: _Window) -> dict[str, Any]:
+        """The step's record: mean train_loss of the micro-batches since the last one, lr, throughput."""
+        p = self.progress
+        record: dict[str, Any] = {"step": p.step, "epoch": p.epoch}
+        if p.unlogged_losses:
+            record["train_loss"] = sum(p.unlogged_losses) / len(p.unlogged_losses)
+            p.unlogged_losses = []
         group = self.optimizer.param_groups[0]
         record["lr"] = float(self.cfg.optimizer.lr) * group["lr"] / group["initial_lr"]
         record.update(window.take())

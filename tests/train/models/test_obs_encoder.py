@@ -7,6 +7,7 @@ from torch import nn
 from lbm.errors import LbmError
 from lbm.train.models.obs_encoder import MultiImageObsEncoder, random_crop
 from lbm.train.models.vision import get_resnet
+from lbm.train.sample_generators import SampleGenerators
 
 torch.set_num_threads(2)
 
@@ -174,3 +175,13 @@ def test_each_image_gets_the_condition_of_its_own_sample(share):
         torch.testing.assert_close(features[b : b + 1], alone)
     with pytest.raises(LbmError, match="no instruction features"):
         encoder(obs)
+
+
+def test_random_crops_drawn_from_sample_generators_follow_the_sample():
+    images = torch.rand(3, 2, 3, 10, 10)  # 3 samples of 2 steps
+    batch = random_crop(images.flatten(0, 1), 6, 7, SampleGenerators(1, 0, [8, 9, 10]))
+    alone = random_crop(images[1], 6, 7, SampleGenerators(1, 0, [9]))
+    assert batch.shape == (6, 3, 6, 7)
+    torch.testing.assert_close(batch[2:4], alone)
+    other_epoch = random_crop(images[1], 6, 7, SampleGenerators(1, 1, [9]))
+    assert not torch.equal(alone, other_epoch)

@@ -52,7 +52,8 @@ class MultitaskSequenceDataset(Dataset):
     """Sequences of `horizon` steps from a multitask replay buffer, split into train and val by episode.
 
     A sample is {"obs": {rgb key: uint8 [n_obs_steps, 3, H, W], low_dim key: float32 [n_obs_steps, D]},
-    "action": float32 [horizon, A], "instruction": str}, low-dim values and actions normalized to [-1, 1].
+    "action": float32 [horizon, A], "instruction": str, "index": int}, low-dim values and actions normalized
+    to [-1, 1]; "index" is the sample's index, which keys its random draws in training.
 
     shape_meta (diffusion_policy style): {"obs": {key: {"shape": [...], "type": "rgb" | "low_dim"}},
     "action": {"shape": [A]}}; images are stored [H, W, 3] and must match shape [3, H, W].
@@ -161,6 +162,7 @@ class MultitaskSequenceDataset(Dataset):
                 "obs": {key: value[b] for key, value in obs.items()},
                 "action": action[b],
                 "instruction": self._episode_instructions[episode[b]],
+                "index": int(index[b]),
             }
             for b in range(batch)
         ]

@@ -11,16 +11,28 @@ from torch import nn
 from torchvision.transforms import v2
 
 from lbm.errors import LbmError
+from lbm.train.sample_generators import SampleGenerators
 
 
-def random_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """An independent random crop of each image: [N, C, H, W] -> [N, C, height, width]."""
+def random_crop(
+    images: torch.Tensor, height: int, width: int, generators: SampleGenerators | None = None
+) -> torch.Tensor:
+    """An independent random crop of each image: [N, C, H, W] -> [N, C, height, width].
+
+    With `generators` (B of them, N = B * T images in sample order), sample b's T crops come from its own
+    generator; without, from the global RNG.
+    """
     n, _, h, w = images.shape
     device = images.device
-    top = torch.randint(0, h - height + 1, (n, 1, 1), device=device)
-    left = torch.randint(0, w - width + 1, (n, 1, 1), device=device)
-    rows = top + torch.arange(height, device=device).view(1, height, 1)
-    cols = left + torch.arange(width, device=device).view(1, 1, width)
+    if generators is None:
+        top = torch.randint(0, h - height + 1, (n,), device=device)
+        left = torch.randint(0, w - width + 1, (n,), device=device)
+    else:
+        steps = n // len(generators)
+        top = generators.integers(h - height + 1, (steps,), device).reshape(n)
+        left = generators.integers(w - width + 1, (steps,), device).reshape(n)
+    rows = top.view(n, 1, 1) + torch.arange(height, device=device).view(1, height, 1)
+    cols = left.view(n, 1, 1) + torch.arange(width, device=device).view(1, 1, width)
     batch = torch.arange(n, device=device).view(n, 1, 1)
     return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
@@ -85,14 +97,20 @@ class MultiImageObsEncoder(nn.Module):
         """Size of the features of `n_obs_steps` observation steps."""
         return n_obs_steps * self.step_dim
 
-    def forward(self, obs: Mapping[str, torch.Tensor], condition: torch.Tensor | None = None) -> torch.Tensor:
-        """`condition` [B, D] (the instruction's features) goes to the rgb models that take one (those with a
-        `condition_dim` > 0), repeated for each of their images."""
+    def forward(
+        self,
+        obs: Mapping[str, torch.Tensor],
+        condition: torch.Tensor | None = None,
+        generators: SampleGenerators | None = None,
+    ) -> torch.Tensor:
+        """Features of `obs`. `condition` [B, D] (the instruction's features) goes to the rgb models that take
+        one (those with a `condition_dim` > 0), repeated for each of their images; random crops are drawn from
+        `generators` (one per sample) when given."""
         missing = [key for key in (*self.rgb_keys, *self.low_dim_keys) if key not in obs]
         if missing:
             raise LbmError(f"observation lacks keys {missing} of shape_meta.obs (it has {sorted(obs)})")
         batch, steps = obs[(*self.rgb_keys, *self.low_dim_keys)[0]].shape[:2]
-        images = [self._preprocess(obs[key].flatten(0, 1)) for key in self.rgb_keys]
+        images = [self._preprocess(obs[key].flatten(0, 1), generators) for key in self.rgb_keys]
         if self.share_rgb_model and images:
             model = self.rgb_models["shared"]
             features = list(self._encode(model, torch.cat(images), condition, steps).split(batch * steps))
@@ -120,14 +138,14 @@ class MultiImageObsEncoder(nn.Module):
         per_image = condition.repeat_interleave(steps, dim=0)
         return model(images, per_image.repeat(images.shape[0] // per_image.shape[0], 1))
 
-    def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
+    def _preprocess(self, images: torch.Tensor, generators: SampleGenerators | None) -> torch.Tensor:
         """[N, 3, H, W] uint8 or float -> float [N, 3, crop_h, crop_w] in [0, 1]."""
         images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
         images = self.resize(images)
         if self.crop_shape is None:
             return images
         if self.training and self.random_crop:
-            return random_crop(images, *self.crop_shape)
+            return random_crop(images, *self.crop_shape, generators)
         return self.center_crop(images)
 
     def _rgb_model(self, key: str) -> nn.Module:
