@@ -88,20 +88,20 @@ def test_a_run_that_fails_counts_as_failed_not_as_a_value(lab: Lab):
     sweep = {
         "method": "grid",
         "metric": {"name": "val_loss"},
-        # A task the dataset does not have: that job fails.
+        # A task the dataset does not have (a well-formed list, so only the job can tell): that job fails.
         "parameters": {
-            "task": {"parameters": {"dataset": {"parameters": {"tasks": {"values": [None, "no_such_task"]}}}}}
+            "task": {"parameters": {"dataset": {"parameters": {"tasks": {"values": [None, ["no_such_task"]]}}}}}
         },
     }
     done = run_sweep(lab, write_sweep(lab, "f.yaml", sweep), "--max-agents", "2", "--name", "f")
 
     assert done.returncode == 0, done.stdout + done.stderr
-    runs = {r["parameters"]["task.dataset.tasks"]: r for r in sweep_runs("f")}
-    assert runs[None]["state"] == "succeeded" and runs[None]["value"] is not None
-    failed = runs["no_such_task"]
+    runs = {json.dumps(r["parameters"]["task.dataset.tasks"]): r for r in sweep_runs("f")}
+    assert runs["null"]["state"] == "succeeded" and runs["null"]["value"] is not None
+    failed = runs['["no_such_task"]']
     assert failed["state"] == "failed" and failed["value"] is None and "FAILED" in failed["reason"]
     status = lab.run("lbm", "sweep", "status", "f", "--json")
-    assert json.loads(status.stdout)["best"]["number"] == runs[None]["number"]
+    assert json.loads(status.stdout)["best"]["number"] == runs["null"]["number"]
 
 
 def test_a_controller_killed_mid_sweep_is_resumed_to_the_right_count_without_duplicates(lab: Lab):
