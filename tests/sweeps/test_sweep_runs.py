@@ -85,13 +85,12 @@ def test_two_agents_and_four_runs_make_four_runs_never_more_than_two_at_once(lab
 
 
 def test_a_run_that_fails_counts_as_failed_not_as_a_value(lab: Lab):
+    # A task the dataset does not have (a well-formed list, so only the job can tell): that job fails.
+    tasks = {"tasks": {"values": [None, ["no_such_task"]]}}
     sweep = {
         "method": "grid",
         "metric": {"name": "val_loss"},
-        # A task the dataset does not have (a well-formed list, so only the job can tell): that job fails.
-        "parameters": {
-            "task": {"parameters": {"dataset": {"parameters": {"tasks": {"values": [None, ["no_such_task"]]}}}}}
-        },
+        "parameters": {"task": {"parameters": {"dataset": {"parameters": tasks}}}},
     }
     done = run_sweep(lab, write_sweep(lab, "f.yaml", sweep), "--max-agents", "2", "--name", "f")
 
