@@ -39,7 +39,7 @@ from lbm.jobs.local.daemon import agent_pid, agent_running, start_agent
 from lbm.jobs.local.home import LocalHome
 from lbm.jobs.local.processes import signal_attempt
 from lbm.jobs.model import JobSpec, JobState, Queue
-from lbm.site import Region
+from lbm.jobs.region import Region
 
 QUEUE = "soak"
 TERMINAL = (JobState.SUCCEEDED.value, JobState.FAILED.value)
@@ -154,7 +154,7 @@ def run_soak(
         prefix="outputs",
         queues=[Queue(QUEUE, "cpu", capacity)],
     )
-    backend = LocalBackend(root / "home", region)
+    backend = LocalBackend(region, root / "home")
     home = backend.home
     backend.store.save_region(region.name, region.to_dict())
     with sqlite3.connect(home.db) as db:

@@ -115,7 +115,7 @@ def main() -> int:
         }
         env.pop("WANDB_API_KEY", None)
         os.environ.update(env)
-        backend = LocalBackend(root / "home", load_site().region())
+        backend = LocalBackend(load_site().region(), root / "home")
         bare = []
         for _ in range(5):
             started = time.perf_counter()

@@ -97,7 +97,7 @@ def main() -> int:
         }
         os.environ.update(env)
         os.environ.pop("WANDB_API_KEY", None)
-        backend = LocalBackend(root / "home", load_site().region())
+        backend = LocalBackend(load_site().region(), root / "home")
         times: dict[str, list[float]] = {
             "lbm launch": [],
             "compose only": [],

@@ -133,7 +133,7 @@ def main() -> None:
         home = LocalHome(root / "home")
         started = time.perf_counter()
         fill_history(root, home, args.jobs - LIVE_JOBS)
-        backend = LocalBackend(home.root, load_site().region("local"))
+        backend = LocalBackend(load_site().region("local"), home.root)
         release = add_live_jobs(root, backend)
         print(f"filled the store with {len(backend.list())} jobs in {time.perf_counter() - started:.1f} s")
         try:

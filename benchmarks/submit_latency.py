@@ -18,7 +18,7 @@ from pathlib import Path
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_pid, stop_agent
 from lbm.jobs.model import JobSpec, JobState, Queue
-from lbm.site import Region
+from lbm.jobs.region import Region
 
 
 def wait_until(condition, timeout: float = 60.0):
@@ -36,7 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lbm-bench-") as root:
         region = Region("local", "local", f"file://{root}/bucket", "outputs", [Queue("bench", "cpu", 1)])
-        backend = LocalBackend(Path(root) / "home", region)
+        backend = LocalBackend(region, Path(root) / "home")
         latencies = []
         try:
             for i in range(args.runs + 1):

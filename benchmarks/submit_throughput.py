@@ -18,7 +18,7 @@ from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_pid, stop_agent
 from lbm.jobs.local.processes import signal_attempt
 from lbm.jobs.model import JobSpec, Queue
-from lbm.site import Region
+from lbm.jobs.region import Region
 
 
 def main() -> int:
@@ -27,7 +27,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lbm-bench-") as root:
         region = Region("local", "local", f"file://{root}/bucket", "outputs", [Queue("bench", "cpu", 1)])
-        backend = LocalBackend(Path(root) / "home", region)
+        backend = LocalBackend(region, Path(root) / "home")
         try:
             started = time.perf_counter()
             for i in range(args.jobs):

@@ -9,8 +9,11 @@ import pytest
 
 from lbm.errors import LbmError
 from lbm.jobs.local.fair_share import weight_factor
+from lbm.jobs.local.home import lbm_home
+from lbm.jobs.region import Region
 from lbm.jobs.registry import backend_for
-from lbm.site import Region, lbm_home, load_site
+from lbm.site import load_site
+from lbm.site.nicknames import resolve_queue
 
 VALID = """\
 defaultRegion: lab
@@ -119,12 +122,12 @@ def test_sagemaker_example_loads_and_lists(monkeypatch: pytest.MonkeyPatch):
     assert east.instance_type("p4d") == "ml.p4d.24xlarge"
     assert east.instance_type("p4de") == "ml.p4de.24xlarge"
     assert east.instance_type("p5") == "ml.p5.48xlarge"
-    assert east.queue("p4de").name == "fss-ml-p4de-24xlarge-us-east-1"
+    assert resolve_queue(east, "p4de").name == "fss-ml-p4de-24xlarge-us-east-1"
     assert east.main_image == "lbm-sagemaker"
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
     assert site.region(None).name == "us-west-2"
     with pytest.raises(LbmError, match="backend 'sagemaker' is not available in this version"):
-        backend_for(east)
+        backend_for(east).list()
 
 
 def test_aws_default_region_outside_the_site_is_ignored(monkeypatch: pytest.MonkeyPatch):
@@ -139,7 +142,7 @@ def test_site_file_replaces_the_default(tmp_path: Path, monkeypatch: pytest.Monk
 
     assert region.name == "lab"
     assert region.bucket == f"file://{tmp_path / 'home' / 'lab-bucket'}"
-    assert region.queue("c").name == "lab-cpu"
+    assert resolve_queue(region, "c").name == "lab-cpu"
     assert region.instance_type("small") == "cpu"
     gpu = region.queue("lab-gpu")
     assert (gpu.share_decay_seconds, gpu.compute_reservation, gpu.weight_factors) == (600, 25, {"main": 0.5})

@@ -177,7 +177,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     for name in ("AWS_DEFAULT_REGION", "AWS_PROFILE", "LBM_SLACK_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path / "work")
-    backend = LocalBackend(tmp_path / "home", load_site().region("local"))
+    backend = LocalBackend(load_site().region("local"), tmp_path / "home")
     world = World(tmp_path, dict(os.environ), backend)
     yield world
     for job in backend.list(states=[s for s in JobState if not s.is_terminal]):

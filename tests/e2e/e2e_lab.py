@@ -174,7 +174,7 @@ class Lab:
     @property
     def backend(self) -> LocalBackend:
         if self._backend is None:
-            self._backend = LocalBackend(self.home.root, load_site().region())
+            self._backend = LocalBackend(load_site().region(), self.home.root)
         return self._backend
 
     def use_bucket(self, url: str, capacity: int = 1) -> None:

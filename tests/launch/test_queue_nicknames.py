@@ -1,4 +1,4 @@
-"""lbm.queue_nicknames (kept beside the launch tests, which share its fixtures)."""
+"""lbm.site.nicknames (kept beside the launch tests, which share its fixtures)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from lbm.errors import LbmError
-from lbm.queue_nicknames import add_nickname, nicknames_for, nicknames_path, resolve_queue, user_nicknames
 from lbm.site import load_site
+from lbm.site.nicknames import add_nickname, nicknames_for, nicknames_path, resolve_queue, user_nicknames
 
 
 @pytest.fixture

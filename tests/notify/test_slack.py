@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lbm.jobs.region import SlackSettings
 from lbm.notify.slack import JobEvent, SlackNotifier, webhook_url
-from lbm.site import SlackSettings
 
 EVENT = JobEvent("ann-lbm-training-1", "ann", "local-cpu", "FAILED", "exit code 3", "file:///b/ann-lbm/j/")
 

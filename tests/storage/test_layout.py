@@ -8,7 +8,7 @@ import pytest
 
 from lbm.errors import LbmError
 from lbm.jobs.model import Queue
-from lbm.site import Region
+from lbm.jobs.region import Region
 from lbm.storage.layout import archive_uri, artifact_uri, check_writable
 
 

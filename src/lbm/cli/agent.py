@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from lbm.cli.entry import ArgumentParser
 from lbm.errors import LbmError
 from lbm.jobs.local import daemon
-from lbm.jobs.local.home import LocalHome
-from lbm.site import lbm_home
+from lbm.jobs.local.home import LocalHome, lbm_home
 
 WAIT_S = 15.0
 

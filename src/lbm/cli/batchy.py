@@ -15,14 +15,14 @@ from lbm.cli.sagey import NOT_TERMINAL, TERMINAL, add_site_options, region_from,
 from lbm.cli.tables import clock, duration, job_record, print_json, print_table, runtime, sparkline
 from lbm.errors import LbmError
 from lbm.jobs.model import JobState
-from lbm.queue_nicknames import add_nickname, nicknames_for, resolve_queue
+from lbm.site.nicknames import add_nickname, nicknames_for, resolve_queue
+from lbm.storage.layout import METRICS_FILE
 
 if TYPE_CHECKING:
     from lbm.jobs.backend import Backend
     from lbm.jobs.model import Job
-    from lbm.site import Region
+    from lbm.jobs.region import Region
 
-METRICS_FILE = "metrics.jsonl"
 CURVE_WIDTH = 60
 # Shown metrics and whether more is better: the losses, then the closed-loop success rate of rollouts.
 SHOWN_METRICS = {"train_loss": False, "val_loss": False, "test_mean_score": True}
@@ -186,7 +186,7 @@ def cancel_job(backend: Backend, queue: str, name: str, force: bool) -> int:
     job = job_in_queue(backend, queue, name)
     if job.state.is_terminal:
         raise LbmError(f"job {name} has already ended ({job.state.value}); there is nothing to cancel")
-    if not (job.state.is_queued or job.state is JobState.STARTING):
+    if not (job.state.is_queued or job.state in (JobState.SCHEDULED, JobState.STARTING)):
         raise LbmError(
             f"job {name} is {job.state.value}, not waiting in the queue: stop it with `sagey stop {name}`"
         )

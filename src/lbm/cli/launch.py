@@ -65,19 +65,19 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.profile:
         os.environ["AWS_PROFILE"] = args.profile
+    from lbm.jobs.registry import backend_for
     from lbm.launch.submission import check_bucket, plan, submit
     from lbm.site import load_site
 
     submission = plan(launch_spec_of(args), load_site())
+    backend = backend_for(submission.region)
     if args.dry_run:
-        return print_dry_run(submission)
-    for note in submission.notes:
+        return print_dry_run(submission, backend)
+    for note in [*submission.notes, *backend.check(submission.job_spec(sample_name(submission)))]:
         print(f"note: {note}", flush=True)
 
-    from lbm.jobs.registry import backend_for
     from lbm.secrets import wandb_api_key
 
-    backend = backend_for(submission.region)
     check_bucket(submission.region)
     key = wandb_api_key()
     job = submit(submission, backend, secrets={"WANDB_API_KEY": key} if key else {})
@@ -139,29 +139,22 @@ def watch(backend: Backend, job: Job, until: frozenset[JobState]) -> Job:
         interval = min(1.0, interval * 1.2)
 
 
-def print_dry_run(submission: Submission) -> int:
-    """The JobSpec that would be submitted, as YAML (config included; secrets are never part of it)."""
-    import dataclasses
+def sample_name(submission: Submission) -> str:
+    """A job name of this submission as of now (the name `submit` tries first)."""
     from datetime import UTC, datetime
-
-    import yaml
 
     from lbm.launch.names import job_name
 
-    name = job_name(submission.owner, datetime.now(UTC), submission.launch.task_name)
-    spec = dataclasses.asdict(submission.job_spec(name))
-    spec["command"] = list(spec["command"])
+    return job_name(submission.owner, datetime.now(UTC), submission.launch.task_name)
 
-    class Dumper(yaml.SafeDumper):
-        pass
 
-    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-        style = "|" if "\n" in value else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+def print_dry_run(submission: Submission, backend: Backend) -> int:
+    """The request the backend would get, as JSON (config included; secrets are never part of it)."""
+    from lbm.cli.tables import print_json
 
-    Dumper.add_representer(str, text)
+    request = backend.dry_run(submission.job_spec(sample_name(submission)))
     print("# dry run: nothing was queued; the job would get WANDB_API_KEY from your environment or ~/.netrc")
     for note in submission.notes:
         print(f"# note: {note}")
-    sys.stdout.write(yaml.dump(spec, Dumper=Dumper, sort_keys=False, width=1000))
+    print_json(request)
     return 0

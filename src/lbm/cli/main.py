@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from lbm.cli.entry import run
+from lbm.jobs.registry import REGISTRY
 
 SUBCOMMANDS = {
     "train": ("lbm.cli.train", "train a policy in this process (what every job runs)"),
@@ -15,12 +16,16 @@ SUBCOMMANDS = {
     "launch": ("lbm.cli.launch", "submit a training job to a queue"),
     "sweep": ("lbm.cli.sweep", "run a W&B sweep file's hyperparameter search as jobs"),
     "agent": ("lbm.cli.agent", "the embedded backend's scheduler daemon"),
+    "watch": ("lbm.cli.watch", "post a region's job transitions to Slack (any backend)"),
 }
+# Commands a backend brings (e.g. the entry point its engine starts a job with).
+SUBCOMMANDS.update({name: command for info in REGISTRY.values() for name, command in info.commands.items()})
 
 
 def usage() -> str:
     lines = ["usage: lbm <command> [options]", "", "commands:"]
-    lines += [f"  {name:<8} {about}" for name, (_, about) in SUBCOMMANDS.items()]
+    width = max(map(len, SUBCOMMANDS))
+    lines += [f"  {name:<{width}} {about}" for name, (_, about) in SUBCOMMANDS.items()]
     lines += ["", "Run `lbm <command> --help` for a command's options."]
     return "\n".join(lines)
 

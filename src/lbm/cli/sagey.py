@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from lbm.jobs.backend import Backend
     from lbm.jobs.model import Job
-    from lbm.site import Region
+    from lbm.jobs.region import Region
 
 TERMINAL = (JobState.SUCCEEDED, JobState.FAILED)
 NOT_TERMINAL = tuple(state for state in JobState if not state.is_terminal)

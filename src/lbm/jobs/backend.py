@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from lbm.errors import LbmError
 from lbm.jobs.model import Job, JobSpec, JobState, Queue, QueueUsage
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from lbm.jobs.region import Region
 
 
 class JobNameTaken(LbmError):
@@ -14,10 +19,24 @@ class JobNameTaken(LbmError):
 
 
 class Backend(Protocol):
-    """Queue, watch and stop training jobs on one engine.
+    """Queue, watch and stop training jobs on one engine, for one site region: `Backend(region)`.
 
-    Unknown job or queue names raise `lbm.errors.LbmError`.
+    `RegionSettings` and `QueueSettings` are the pydantic models of the backend's own blocks in the site file
+    (None: it has none); the site validates them and keeps their JSON-able dump in `Region.settings` and
+    `Queue.settings`. A backend may offer a built-in site, `builtin_site()` (a classmethod returning a
+    `Site`), which `LBM_SITE=<backend name>` selects. Unknown job or queue names raise `lbm.errors.LbmError`.
     """
+
+    RegionSettings: ClassVar[type[BaseModel] | None]
+    QueueSettings: ClassVar[type[BaseModel] | None]
+
+    def __init__(self, region: Region) -> None: ...
+
+    def check(self, spec: JobSpec) -> list[str]:
+        """Notes for the user about this job; LbmError for what the engine would refuse. Changes nothing."""
+
+    def dry_run(self, spec: JobSpec) -> dict[str, Any]:
+        """The request `submit` would send for this job (secrets left out), without sending anything."""
 
     def submit(self, spec: JobSpec, secrets: Mapping[str, str]) -> Job:
         """Queue a job. `secrets` reach the job's environment and nothing else."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class JobState(enum.StrEnum):
@@ -12,6 +13,7 @@ class JobState(enum.StrEnum):
     SUBMITTED = "SUBMITTED"
     PENDING = "PENDING"
     RUNNABLE = "RUNNABLE"
+    SCHEDULED = "SCHEDULED"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -70,7 +72,7 @@ class JobSpec:
 
 @dataclass
 class Attempt:
-    """One try at running a job."""
+    """One try at running a job; `engine_resource` is what the engine ran it as (a training job ARN)."""
 
     index: int
     started_at: float | None = None
@@ -79,11 +81,15 @@ class Attempt:
     status_reason: str | None = None
     host: str | None = None
     log_uri: str | None = None
+    engine_resource: str | None = None
 
 
 @dataclass
 class Job:
-    """A job as a backend reports it. Timestamps are Unix seconds."""
+    """A job as a backend reports it; `engine_id` is the engine's own id (Batch jobId, Slurm job id).
+
+    Timestamps are Unix seconds.
+    """
 
     spec: JobSpec
     state: JobState
@@ -92,6 +98,7 @@ class Job:
     started_at: float | None = None
     stopped_at: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    engine_id: str | None = None
 
     @property
     def name(self) -> str:
@@ -112,7 +119,11 @@ class Job:
 
 @dataclass(frozen=True)
 class Queue:
-    """A job queue: one instance type, a capacity in instances, a fair-share policy."""
+    """A job queue: one instance type, a capacity in instances, a fair-share policy.
+
+    `fair_share` says the site gave the queue a `fairShare` policy (the local agent schedules every queue
+    by fair share; AWS Batch only those that have one); `settings` is the backend's own block for the queue.
+    """
 
     name: str
     instance_type: str
@@ -121,6 +132,8 @@ class Queue:
     share_decay_seconds: float = 3600.0
     compute_reservation: float = 0.0
     weight_factors: dict[str, float] = field(default_factory=dict)
+    fair_share: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

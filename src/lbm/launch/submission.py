@@ -1,7 +1,8 @@
 """From a LaunchSpec to a queued job: pick region, queue and owner, compose the config, name and submit.
 
-`plan` checks everything and writes nothing; `submit` names the job (a new name per try while a name is
-taken) and hands it to the backend.
+`plan` checks everything the site can tell and writes nothing; `submit` names the job (a new name per try
+while a name is taken), stores its resolved config as `config.yaml` in the job's artifact folder (the job
+trains from that file, on whatever host it runs) and hands the job to the backend.
 """
 
 from __future__ import annotations
@@ -16,21 +17,19 @@ from typing import TYPE_CHECKING
 from lbm.errors import LbmError
 from lbm.jobs.backend import JobNameTaken
 from lbm.jobs.model import Job, JobSpec, Queue
+from lbm.jobs.registry import REGISTRY, backend_info
 from lbm.launch.names import job_name, next_moment
-from lbm.launch.overrides import merge_overrides, quoted
 from lbm.launch.owner import job_owner
 from lbm.launch.spec import DEFAULT_CONFIG, LaunchSpec
-from lbm.queue_nicknames import resolve_queue
-from lbm.storage.layout import artifact_uri, check_writable
+from lbm.site.nicknames import resolve_queue
+from lbm.storage.layout import artifact_uri, check_writable, config_uri
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from lbm.jobs.backend import Backend
-    from lbm.site import Region, Site
+    from lbm.jobs.region import Region, Site
 
-# Backends that run one job on several machines (`--instance-count` > 1).
-MULTI_NODE_BACKENDS = ("sagemaker",)
 MAX_NAME_TRIES = 1000
 
 
@@ -56,26 +55,20 @@ class Submission:
         from lbm.train.compose import to_yaml
 
         config = self.config.copy()
-        logging_overrides = [f"{_add_if_missing(config, 'logging.name')}logging.name={quoted(name)}"]
         OmegaConf.update(config, "logging.name", name, force_add=True)
         if OmegaConf.select(config, "logging.group", default=None) is None:
-            logging_overrides.append(
-                f"{_add_if_missing(config, 'logging.group')}logging.group={quoted(name)}"
-            )
             OmegaConf.update(config, "logging.group", name, force_add=True)
         launch = self.launch
-        command = ["lbm", "train", "--config-file", launch.config_file]
-        if launch.config_dir:
-            command += ["--config-dir", launch.config_dir]
+        artifact = self.artifact_uri(name)
+        command = ["lbm", "train", "--config-uri", config_uri(artifact)]
         if launch.nproc_per_node > 1:
             command += ["--nproc-per-node", str(launch.nproc_per_node)]
-        command += merge_overrides(self.overrides, logging_overrides)
         return JobSpec(
             name=name,
             owner=self.owner,
             queue=self.queue.name,
             command=tuple(command),
-            artifact_uri=self.artifact_uri(name),
+            artifact_uri=artifact,
             share_identifier=launch.team.lower() if launch.team else self.owner,
             priority=launch.priority,
             instance_type=self.queue.instance_type,
@@ -91,22 +84,15 @@ class Submission:
         )
 
 
-def _add_if_missing(config: DictConfig, key: str) -> str:
-    from omegaconf import OmegaConf
-
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(config, parent, default=None)
-    return "" if node is not None and leaf in node else "+"
-
-
 def plan(launch: LaunchSpec, site: Site) -> Submission:
     """Check a launch against the site and compose its training config; raises LbmError, writes nothing."""
     region = site.region(launch.region)
-    if launch.instance_count > 1 and region.backend not in MULTI_NODE_BACKENDS:
+    if launch.instance_count > 1 and not backend_info(region.backend).multi_node:
+        multi = ", ".join(name for name, info in REGISTRY.items() if info.multi_node) or "none installed"
         raise LbmError(
-            f"--instance-count {launch.instance_count} needs a multi-machine backend "
-            f"({', '.join(MULTI_NODE_BACKENDS)}); region {region.name} uses the {region.backend} backend "
-            "(one machine): use --instance-count 1 or another --region"
+            f"--instance-count {launch.instance_count} needs a multi-machine backend ({multi}); region "
+            f"{region.name} uses the {region.backend} backend (one machine): use --instance-count 1 or "
+            "another --region"
         )
     queue, notes = _choose_queue(launch, region)
     if queue.capacity == 0:
@@ -173,14 +159,20 @@ def submit(
     secrets: Mapping[str, str],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Job:
-    """Queue the job under a fresh name, moving the name's timestamp on while a name is taken."""
+    """Queue the job under a fresh name, moving the name's timestamp on while a name is taken (by a job of
+    the backend, or by an artifact folder that already holds a config)."""
+    from lbm.storage.transfer import write_new
+
     moment = now()
     for _ in range(MAX_NAME_TRIES):
         name = job_name(submission.owner, moment, submission.launch.task_name)
+        spec = submission.job_spec(name)
         try:
-            return backend.submit(submission.job_spec(name), secrets=secrets)
+            if write_new(config_uri(spec.artifact_uri), spec.resolved_config.encode()):
+                return backend.submit(spec, secrets=secrets)
         except JobNameTaken:
-            moment = next_moment(moment)
+            pass
+        moment = next_moment(moment)
     raise LbmError(f"no free job name after {MAX_NAME_TRIES} tries (last: {name})")
 
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lbm.jobs.region import SlackSettings
 from lbm.secrets import redact
-from lbm.site import SlackSettings
 
 log = logging.getLogger(__name__)
 logging.getLogger("slack_sdk").setLevel(logging.WARNING)

@@ -13,15 +13,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lbm.secrets import redact
-from lbm.storage.layout import archive_uri
+from lbm.storage.layout import METRICS_FILE, archive_uri
 
 
 def archive_members(output_dir: Path, logs: Iterable[Path]) -> list[tuple[Path, str]]:
     """(file, name in the archive): the logs under `logs/`, `metrics.jsonl`, and `wandb/` when present."""
     members = [(path, f"logs/{path.name}") for path in logs if path.is_file()]
-    metrics = output_dir / "metrics.jsonl"
+    metrics = output_dir / METRICS_FILE
     if metrics.is_file():
-        members.append((metrics, "metrics.jsonl"))
+        members.append((metrics, METRICS_FILE))
     wandb_dir = output_dir / "wandb"
     if wandb_dir.is_dir():
         for path in sorted(wandb_dir.rglob("*")):

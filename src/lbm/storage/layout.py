@@ -1,4 +1,5 @@
-"""The artifact tree: `<bucket>/<prefix>/<owner>-lbm/<job-name>/` (single task: `<owner>-single-task`)."""
+"""The artifact tree, `<bucket>/<prefix>/<owner>-lbm/<job-name>/` (single task: `<owner>-single-task`), and
+the names of the files every job writes there."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import TYPE_CHECKING
 from lbm.errors import LbmError
 
 if TYPE_CHECKING:
-    from lbm.site import Region
+    from lbm.jobs.region import Region
 
 ARCHIVE_NAME = "output/output.tar.gz"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
 
 
 def artifact_uri(region: Region, owner: str, job_name: str, task_name: str | None = None) -> str:
@@ -18,6 +21,11 @@ def artifact_uri(region: Region, owner: str, job_name: str, task_name: str | Non
     kind = "single-task" if task_name else "lbm"
     parts = [region.bucket.rstrip("/"), region.prefix.strip("/"), f"{owner}-{kind}", job_name]
     return "/".join(p for p in parts if p) + "/"
+
+
+def config_uri(artifact: str) -> str:
+    """The job's resolved training config, which the launcher writes and the job trains from."""
+    return f"{artifact.rstrip('/')}/{CONFIG_FILE}"
 
 
 def archive_uri(artifact: str) -> str:

@@ -47,6 +47,32 @@ def upload_verified(local_path: str | os.PathLike, url: str) -> None:
         raise TransferError(f"uploaded {url} has {stored} bytes, expected {size}")
 
 
+def write_new(url: str, data: bytes) -> bool:
+    """Write `data` to `url` unless something is there already; False (and nothing written) when it is.
+
+    Local files are linked into place from a complete temporary file, so two writers cannot both win and no
+    reader sees a partial file; on an object store the check and the write are two requests.
+    """
+    fs, path = fsspec.core.url_to_fs(url)
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    if isinstance(fs, LocalFileSystem):
+        partial = f"{path}.partial-{uuid.uuid4().hex}"
+        Path(partial).write_bytes(data)
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(partial)
+        return True
+    if fs.exists(path):
+        return False
+    fs.pipe_file(path, data)
+    fs.invalidate_cache(parent)
+    return True
+
+
 def download(url: str, local_path: str | os.PathLike) -> Path:
     """Copy `url` to a local file, atomically."""
     fs, path = fsspec.core.url_to_fs(url)

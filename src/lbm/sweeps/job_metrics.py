@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from lbm.train.metrics import METRICS_FILE
+from lbm.storage.layout import METRICS_FILE
 
 
 def metric_history(artifact_uri: str, name: str) -> list[float]:

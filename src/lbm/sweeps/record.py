@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lbm.errors import LbmError
-from lbm.site import lbm_home
+from lbm.jobs.local.home import lbm_home
 from lbm.sweeps.engine import SweepStudy, redacted, storage_for
 from lbm.sweeps.sweep_file import SweepFile, parse_sweep
 

@@ -15,7 +15,7 @@ from lbm.sweeps.overrides import parameter_overrides
 from lbm.sweeps.sweep_file import CONDITIONAL
 
 if TYPE_CHECKING:
-    from lbm.site import Site
+    from lbm.jobs.region import Site
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,27 @@ def compose_config(
     return cfg
 
 
+def load_resolved_config(uri: str) -> DictConfig:
+    """The resolved config a launcher stored (a path, file:// or s3:// URL of its config.yaml), checked
+    against the schema as `compose_config` checks a composed one; never recomposed."""
+    import fsspec
+    import yaml
+
+    from lbm.train.config.schema import check_config
+
+    try:
+        with fsspec.open(uri, "r") as file:
+            values = yaml.safe_load(file.read())
+    except FileNotFoundError:
+        raise LbmError(f"no resolved config at {uri}") from None
+    except (OSError, yaml.YAMLError) as error:
+        raise LbmError(f"cannot read the resolved config {uri}: {' '.join(str(error).split())}") from None
+    if not isinstance(values, dict):
+        raise LbmError(f"the resolved config {uri} is not a mapping of config keys")
+    check_config(values)
+    return OmegaConf.create(values)
+
+
 def _within(key: str, keys: set[str]) -> bool:
     """Whether `key` is one of `keys` or below one of them."""
     return any(key == other or key.startswith(other + ".") for other in keys)

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
 FIELD_ORDER = (
     "step",
     "epoch",

@@ -32,10 +32,11 @@ from torch.utils.data import DataLoader
 
 from lbm.errors import LbmError
 from lbm.storage import transfer
+from lbm.storage.layout import CONFIG_FILE, METRICS_FILE
 from lbm.train import checkpoint as ckpt
 from lbm.train.compose import to_yaml
 from lbm.train.distributed import Distributed
-from lbm.train.metrics import METRICS_FILE, MetricsLog
+from lbm.train.metrics import MetricsLog
 from lbm.train.resume import check_explicit, resume_checkpoint
 from lbm.train.rollouts import TrainingRollouts, describe
 from lbm.train.sample_generators import STEP_KEY, SampleGenerators, derived_seed
@@ -44,7 +45,6 @@ from lbm.train.wandb_run import check_logging_mode, start_wandb
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 EXIT_STOPPED = 143
 
 

@@ -19,7 +19,7 @@ from lbm.jobs.local.home import LocalHome
 from lbm.jobs.local.processes import signal_attempt
 from lbm.jobs.local.store import JobStore
 from lbm.jobs.model import Job, JobSpec, JobState, Queue
-from lbm.site import Region, SlackSettings
+from lbm.jobs.region import Region, SlackSettings
 
 DEADLINE_S = 60.0
 ENDED = (JobState.SUCCEEDED, JobState.FAILED)
@@ -70,7 +70,7 @@ class LocalSetup:
     @property
     def backend(self) -> LocalBackend:
         if not self.backends:
-            self.backends.append(LocalBackend(self.home.root, self.region()))
+            self.backends.append(LocalBackend(self.region(), self.home.root))
         return self.backends[0]
 
     def spec(

@@ -86,11 +86,11 @@ import json, sys
 from pathlib import Path
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.model import JobSpec
-from lbm.site import Region
+from lbm.jobs.region import Region
 home, region, spec = sys.argv[1], Region.from_dict(json.loads(sys.argv[2])), json.loads(sys.argv[3])
 spec["command"] = tuple(spec["command"])
 try:
-    LocalBackend(Path(home), region).submit(JobSpec(**spec), {})
+    LocalBackend(region, Path(home)).submit(JobSpec(**spec), {})
 except Exception as error:
     print(type(error).__name__)
     sys.exit(1)

@@ -12,7 +12,7 @@ import pytest
 from local_setup import LocalSetup, wait_for
 
 from lbm.jobs.model import JobState, Queue
-from lbm.site import SlackSettings
+from lbm.jobs.region import SlackSettings
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def test_jobs_on_queues_without_capacity_wait_until_it_comes(gpus: LocalSetup):
 
     # The site gives the queues capacity (as a compute environment scales up): the waiting jobs start.
     grown = [Queue("gpus", "gpu-test", 2), Queue("no-gpus", "gpu-test", 1), Queue("no-cpus", "cpu", 1)]
-    scaled = LocalBackend(gpus.home.root, gpus.region(grown))
+    scaled = LocalBackend(gpus.region(grown), gpus.home.root)
     gpus.backends.append(scaled)
     scaled.submit(gpus.spec("after-scaling", "pass", queue="no-cpus"), {})
 

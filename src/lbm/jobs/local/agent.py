@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbm.errors import LbmError
+from lbm.jobs.environment import job_environment
 from lbm.jobs.local import daemon, runner
 from lbm.jobs.local.crash_points import CrashPoints
 from lbm.jobs.local.fair_share import decay_window, decayed_usage, jobs_to_start
@@ -40,9 +41,9 @@ from lbm.jobs.local.processes import process_start_time, signal_attempt
 from lbm.jobs.local.store import JobStore, StoreDamaged
 from lbm.jobs.local.wakeup import WakeupReader
 from lbm.jobs.model import JobSpec, JobState, StatusReason
+from lbm.jobs.region import Region
 from lbm.notify.slack import JobEvent, SlackNotifier
 from lbm.secrets import SUBMITTER_SECRET_NAMES, secret_env_names, wandb_api_key
-from lbm.site import Region
 
 log = logging.getLogger("lbm.agent")
 
@@ -345,15 +346,7 @@ class Agent:
         output_dir = self.home.output_dir(name)
         self.home.logs_dir(name).mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in SUBMITTER_SECRET_NAMES}
-        env.update(spec.env)
-        env.update(
-            LBM_OUTPUT_DIR=str(output_dir),
-            LBM_ARTIFACT_URI=spec.artifact_uri,
-            LBM_JOB_NAME=name,
-            LBM_ATTEMPT=str(index),
-            NETRC=os.devnull,
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(job_environment(spec, attempt=index, output_dir=output_dir))
         env.update(secrets)
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))

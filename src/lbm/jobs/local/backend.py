@@ -6,30 +6,35 @@ when some job still waits or runs (so a job is never left unattended after a reb
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from lbm.errors import LbmError
 from lbm.jobs.local import daemon
-from lbm.jobs.local.home import LocalHome
+from lbm.jobs.local.home import LocalHome, lbm_home
 from lbm.jobs.local.store import JobStore, unknown_job
 from lbm.jobs.model import Job, JobSpec, JobState, Queue, QueueUsage, StatusReason
+from lbm.jobs.region import Region
 from lbm.secrets import SECRET_ENV_NAMES
-from lbm.site import Region
 
 TAIL_LINES = 100
 FOLLOW_POLL_S = 0.25
 
 
 class LocalBackend:
-    """Jobs of `region` (a region whose backend is `local`) kept under `home` ($LBM_HOME)."""
+    """Jobs of `region` (a region whose backend is `local`) kept under `home` (default: $LBM_HOME)."""
 
-    def __init__(self, home: Path, region: Region):
-        self.home = LocalHome(Path(home))
+    RegionSettings = None
+    QueueSettings = None
+
+    def __init__(self, region: Region, home: Path | None = None):
+        self.home = LocalHome(Path(home) if home is not None else lbm_home())
         self.home.check()
         self.region = region
         self._store: JobStore | None = None
@@ -61,18 +66,24 @@ class LocalBackend:
 
     # --- queueing ------------------------------------------------------------------------------------------
 
+    def check(self, spec: JobSpec) -> list[str]:
+        """LbmError for a job this machine cannot run (several instances, more GPUs than the queue has)."""
+        self._slots(self.region.queue(spec.queue), spec)
+        return []
+
+    def dry_run(self, spec: JobSpec) -> dict[str, Any]:
+        """The JobSpec as the store would keep it."""
+        self.check(spec)
+        record = dataclasses.asdict(spec)
+        record["command"] = list(spec.command)
+        return record
+
     def submit(self, spec: JobSpec, secrets: Mapping[str, str]) -> Job:
         """Queue a job; `secrets` go to the agent's memory and the job's environment, never to the store."""
-        queue = self.region.queue(spec.queue)
-        if spec.instance_count != 1:
-            raise LbmError(
-                f"the local backend runs a job on one machine, not {spec.instance_count} instances; "
-                "use a region whose backend is sagemaker for multi-node training"
-            )
         leaked = sorted(set(spec.env) & {*SECRET_ENV_NAMES, *secrets})
         if leaked:
             raise LbmError(f"JobSpec.env must not hold secrets ({', '.join(leaked)}); pass them as `secrets`")
-        slots = self._slots(queue, spec)
+        slots = self._slots(self.region.queue(spec.queue), spec)
         if not self._region_saved:
             self.store.save_region(self.region.name, self.region.to_dict())
             self._region_saved = True
@@ -87,8 +98,13 @@ class LocalBackend:
         """The capacity the job holds while it runs: one GPU per process on a GPU queue, else one slot.
 
         A queue with no capacity (0, as AWS Batch allows) takes jobs, which wait RUNNABLE until it has
-        some; a job needing more GPUs than the queue could ever give is refused.
+        some; a job needing more GPUs than the queue could ever give, or several machines, is refused.
         """
+        if spec.instance_count != 1:
+            raise LbmError(
+                f"the local backend runs a job on one machine, not {spec.instance_count} instances; "
+                "use a region whose backend runs jobs on several machines"
+            )
         devices = self.region.devices.get(queue.instance_type)
         if devices is None:
             return 1

@@ -9,6 +9,16 @@ from pathlib import Path
 from lbm.errors import LbmError
 
 
+def lbm_home() -> Path:
+    """Where the local backend keeps its jobs, runs and bucket: $LBM_HOME, else the user data dir."""
+    home = os.environ.get("LBM_HOME")
+    if home:
+        return Path(home).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("lbm"))
+
+
 @dataclass(frozen=True)
 class LocalHome:
     """Paths under one $LBM_HOME; each job's working directory is `runs/<job>/` (its LBM_OUTPUT_DIR)."""

@@ -17,7 +17,7 @@ from lbm.site import config_dir
 
 if TYPE_CHECKING:
     from lbm.jobs.model import Queue
-    from lbm.site import Region
+    from lbm.jobs.region import Region
 
 _NICKNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 

@@ -30,15 +30,13 @@ identifier, at most one of them a `prefix*` entry; a lower weight factor gets a 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbm.errors import LbmError
 from lbm.jobs.local.fair_share import (
@@ -49,23 +47,20 @@ from lbm.jobs.local.fair_share import (
     MIN_WEIGHT_FACTOR,
     PREFIX_WILDCARD,
 )
+from lbm.jobs.local.home import lbm_home
 from lbm.jobs.model import JobState, Queue
+from lbm.jobs.region import Region, Site, SlackSettings
+from lbm.jobs.registry import REGISTRY, backend_info
 
-BACKENDS = ("local", "sagemaker")
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from lbm.jobs.backend import Backend
+
 TEAMS = ("mvdp", "vla", "dp", "das")
 NOTIFY_STATES = (JobState.RUNNING.value, JobState.FAILED.value, JobState.SUCCEEDED.value)
-EXAMPLES_DIR = Path(__file__).parent / "site_examples"
+EXAMPLES_DIR = Path(__file__).parent / "examples"
 CPU = "cpu"
-
-
-def lbm_home() -> Path:
-    """Where the local backend keeps its jobs, runs and bucket: $LBM_HOME, else the user data dir."""
-    home = os.environ.get("LBM_HOME")
-    if home:
-        return Path(home).expanduser().absolute()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("lbm"))
 
 
 def config_dir() -> Path:
@@ -78,110 +73,17 @@ def config_dir() -> Path:
     return Path(platformdirs.user_config_dir("lbm"))
 
 
-@dataclass(frozen=True)
-class SlackSettings:
-    """Where the Slack incoming-webhook URL is found (never the URL itself) and which states to report."""
-
-    webhook_url_env: str | None = None
-    webhook_url_file: str | None = None
-    states: tuple[str, ...] = (JobState.RUNNING.value, JobState.FAILED.value)
-
-
-@dataclass(frozen=True)
-class Region:
-    """One place jobs run: a backend, a bucket URL and prefix, queues, instance-type aliases.
-
-    `devices` maps a local GPU instance type to its CUDA device indices (local backend only).
-    """
-
-    name: str
-    backend: str
-    bucket: str
-    prefix: str
-    queues: list[Queue]
-    main_image: str | None = None
-    aliases: dict[str, str] = field(default_factory=dict)
-    nicknames: dict[str, str] = field(default_factory=dict)
-    devices: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    slack: SlackSettings | None = None
-
-    def queue(self, name_or_nickname: str) -> Queue:
-        """The queue with this name or site nickname."""
-        name = self.nicknames.get(name_or_nickname, name_or_nickname)
-        for queue in self.queues:
-            if queue.name == name:
-                return queue
-        known = ", ".join(q.name for q in self.queues)
-        raise LbmError(f"unknown queue {name_or_nickname!r} in region {self.name}; queues: {known}")
-
-    def instance_types(self) -> list[str]:
-        """The instance types the region's queues serve, in site order."""
-        return list(dict.fromkeys(q.instance_type for q in self.queues))
-
-    def instance_type(self, alias_or_name: str) -> str:
-        """The full instance type for an alias (e.g. p4d → ml.p4d.24xlarge) or a full name."""
-        resolved = self.aliases.get(alias_or_name, alias_or_name)
-        if resolved in self.instance_types():
-            return resolved
-        choices = ", ".join([*self.aliases, *self.instance_types()])
-        raise LbmError(f"unknown instance type {alias_or_name!r} in region {self.name}; choose: {choices}")
-
-    def queue_for(self, instance_type: str, team: str | None) -> tuple[Queue, str | None]:
-        """The queue for an instance type (alias allowed) and team, and a note when the team has none."""
-        resolved = self.instance_type(instance_type)
-        team_name = team.lower() if team else None
-        same_type = [q for q in self.queues if q.instance_type == resolved]
-        if team_name:
-            for queue in same_type:
-                if queue.team == team_name:
-                    return queue, None
-        shared = [q for q in same_type if q.team is None]
-        if not shared:
-            teams = ", ".join(sorted({q.team for q in same_type if q.team}))
-            raise LbmError(
-                f"region {self.name} has no shared queue for instance type {resolved}; "
-                f"pass --team with one of: {teams}"
-            )
-        note = None
-        if team_name:
-            note = f"team {team_name!r} has no queue of its own; using the shared queue {shared[0].name}"
-        return shared[0], note
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-able) that `Region.from_dict` turns back into this region."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Region:
-        values = dict(data)
-        values["queues"] = [Queue(**q) for q in values["queues"]]
-        values["devices"] = {k: tuple(v) for k, v in values["devices"].items()}
-        if values["slack"] is not None:
-            values["slack"] = SlackSettings(**{**values["slack"], "states": tuple(values["slack"]["states"])})
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class Site:
-    """All regions of a deployment; `source` is the file it came from (None: the built-in default)."""
-
-    regions: dict[str, Region]
-    default_region: str
-    source: Path | None = None
-
-    def region(self, name: str | None = None) -> Region:
-        """The named region; None means $AWS_DEFAULT_REGION when it is one of ours, else the default."""
-        if name is None:
-            env_region = os.environ.get("AWS_DEFAULT_REGION")
-            name = env_region if env_region in self.regions else self.default_region
-        if name not in self.regions:
-            raise LbmError(f"unknown region {name!r}; this site has: {', '.join(self.regions)}")
-        return self.regions[name]
-
-
 def load_site(path: str | os.PathLike | None = None) -> Site:
-    """The site from `path`, else $LBM_SITE, else `<config dir>/site.yaml`, else the built-in default."""
+    """The site from `path`, else $LBM_SITE, else `<config dir>/site.yaml`, else the built-in default.
+
+    `path` or $LBM_SITE may also name a shipped example (`sagemaker`) or a backend with a built-in site
+    (`slurm`: the cluster this machine's Slurm configuration names).
+    """
     chosen = path if path is not None else os.environ.get("LBM_SITE")
+    if chosen in REGISTRY and not Path(chosen).exists():
+        backend = REGISTRY[chosen].load()
+        if hasattr(backend, "builtin_site"):
+            return backend.builtin_site()
     if chosen:
         site_file = Path(chosen).expanduser()
         example = EXAMPLES_DIR / f"{chosen}.yaml"
@@ -270,7 +172,7 @@ _REGION_KEYS = (
     "gpuDevices",
     "notifications",
     "queues",
-)
+)  # and a block named after the region's backend, which that backend validates
 _QUEUE_KEYS = ("name", "instanceType", "capacity", "team", "nicknames", "fairShare")
 _FAIR_SHARE_KEYS = ("shareDecaySeconds", "computeReservation", "weightFactors")
 _NOTIFY_KEYS = ("slack",)
@@ -310,6 +212,27 @@ class _SiteFile:
         if isinstance(value, bool) or not isinstance(value, int | float) or not check(value):
             raise self.error(key, f"must be {rule}, got {value!r}")
         return value
+
+    def backend_settings(self, model: type[BaseModel] | None, value: Any, key: str) -> dict[str, Any]:
+        """A backend's block checked by its pydantic model, as JSON-able data; {} when it takes none."""
+        if model is None:
+            if value is not None:
+                raise self.error(key, "this backend takes no settings block")
+            return {}
+        from pydantic import ValidationError
+
+        try:
+            return model.model_validate(self.mapping(value, key)).model_dump(mode="json", by_alias=True)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join([key, *map(str, problem["loc"])])
+            if problem["type"] == "missing":
+                raise self.error(where, "is required") from None
+            if problem["type"] == "extra_forbidden":
+                allowed = ", ".join(f.alias or n for n, f in model.model_fields.items())
+                raise self.error(where, f"unknown key; allowed: {allowed}") from None
+            message = problem["msg"][:1].lower() + problem["msg"][1:]
+            raise self.error(where, f"{message}, got {problem['input']!r}") from None
 
     def strings(self, value: Any, key: str) -> list[str]:
         if value is None:
@@ -357,10 +280,12 @@ def _region(
     site_slack: SlackSettings | None,
 ) -> Region:
     key = f"regions.{name}"
-    data = reader.mapping(value, key, _REGION_KEYS)
+    data = reader.mapping(value, key)
     backend = reader.string(data.get("backend"), f"{key}.backend", required=True)
-    if backend not in BACKENDS:
-        raise reader.error(f"{key}.backend", f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend not in REGISTRY:
+        raise reader.error(f"{key}.backend", f"unknown backend {backend!r}; allowed: {', '.join(REGISTRY)}")
+    reader.mapping(data, key, (*_REGION_KEYS, backend))
+    backend_class = backend_info(backend).load()
     bucket = reader.string(data.get("bucket"), f"{key}.bucket", required=True)
     if "://" not in bucket:
         raise reader.error(
@@ -376,7 +301,7 @@ def _region(
     queues: list[Queue] = []
     nicknames: dict[str, str] = {}
     for index, item in enumerate(queues_data):
-        queue, queue_nicknames = _queue(reader, f"{key}.queues[{index}]", item)
+        queue, queue_nicknames = _queue(reader, f"{key}.queues[{index}]", item, backend, backend_class)
         if any(q.name == queue.name for q in queues):
             raise reader.error(f"{key}.queues[{index}].name", f"queue {queue.name!r} is defined twice")
         queues.append(queue)
@@ -405,11 +330,14 @@ def _region(
         nicknames=nicknames,
         devices=devices,
         slack=slack,
+        settings=reader.backend_settings(backend_class.RegionSettings, data.get(backend), f"{key}.{backend}"),
     )
 
 
-def _queue(reader: _SiteFile, key: str, value: Any) -> tuple[Queue, list[str]]:
-    data = reader.mapping(value, key, _QUEUE_KEYS)
+def _queue(
+    reader: _SiteFile, key: str, value: Any, backend: str, backend_class: type[Backend]
+) -> tuple[Queue, list[str]]:
+    data = reader.mapping(value, key, (*_QUEUE_KEYS, backend))
     capacity = data.get("capacity", 1)
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
         raise reader.error(
@@ -438,6 +366,8 @@ def _queue(reader: _SiteFile, key: str, value: Any) -> tuple[Queue, list[str]]:
         share_decay_seconds=float(decay),
         compute_reservation=float(reservation),
         weight_factors=weights,
+        fair_share="fairShare" in data,
+        settings=reader.backend_settings(backend_class.QueueSettings, data.get(backend), f"{key}.{backend}"),
     )
     return queue, reader.strings(data.get("nicknames"), f"{key}.nicknames")
 
