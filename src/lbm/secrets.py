@@ -1,4 +1,5 @@
-"""Secrets a job needs (the W&B API key) and the redaction that keeps them out of logs and archives."""
+"""Secrets a job needs (the W&B API key, AWS credentials) and the redaction that keeps them out of logs and
+archives."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import AnyStr
 WANDB_HOST = "api.wandb.ai"
 REDACTED = "[REDACTED]"
 SECRET_ENV_NAMES = ("WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-# Secrets a job gets from its submitter only, never from the environment of the process that starts it.
-SUBMITTER_SECRET_NAMES = ("WANDB_API_KEY",)
+# What a job gets from its submitter only, never from the environment of the process that starts it: the
+# W&B key and the AWS credentials (and profile) the job reads and writes the bucket with.
+AWS_CREDENTIAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+SUBMITTER_SECRET_NAMES = ("WANDB_API_KEY", *AWS_CREDENTIAL_NAMES)
 
 
 def wandb_api_key() -> str | None:
@@ -28,6 +31,15 @@ def wandb_api_key() -> str | None:
     if entry is None:
         return None
     return entry[2] or None
+
+
+def submitter_secrets() -> dict[str, str]:
+    """What this process hands a job it submits: its W&B key and its AWS credentials, those it has."""
+    secrets = {name: os.environ[name] for name in AWS_CREDENTIAL_NAMES if os.environ.get(name)}
+    key = wandb_api_key()
+    if key:
+        secrets["WANDB_API_KEY"] = key
+    return secrets
 
 
 def redact(text: AnyStr, secrets: Iterable[AnyStr]) -> AnyStr:

@@ -136,6 +136,31 @@ def test_a_controller_killed_mid_sweep_is_resumed_to_the_right_count_without_dup
     assert sorted(j.name for j in jobs(lab)) == sorted(r["job"] for r in runs)  # one job per run
 
 
+def test_a_controller_killed_between_queuing_a_job_and_recording_it_makes_no_second_job(lab: Lab):
+    name = write_sweep(lab, "q.yaml", RANDOM)
+    # The controller kills itself (SIGKILL) right after its second run's job is queued.
+    env = {**lab.env, "LBM_SWEEP_CRASH_AT": "job-submitted:2"}
+    killed = subprocess.run(
+        sweep_args(name, "--max-runs", "3", "--max-agents", "2", "--name", "q"),
+        env=env,
+        cwd=lab.root / "work",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    second_job = sweep_runs("q")[1]["job"]
+    assert second_job in {j.name for j in jobs(lab)}  # queued, though the controller never said so
+
+    resumed = lab.run("lbm", "sweep", "resume", "q", timeout=600)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"watching job {second_job} again" in resumed.stdout
+    runs = sweep_runs("q")
+    assert [r["state"] for r in runs] == ["succeeded"] * 3
+    assert sorted(j.name for j in jobs(lab)) == sorted(r["job"] for r in runs)  # one job per run
+
+
 def test_stop_ends_the_running_job_and_the_controller(lab: Lab):
     name = write_sweep(lab, "s.yaml", RANDOM)
     controller = subprocess.Popen(

@@ -76,11 +76,10 @@ def main(argv: Sequence[str]) -> int:
     for note in [*submission.notes, *backend.check(submission.job_spec(sample_name(submission)))]:
         print(f"note: {note}", flush=True)
 
-    from lbm.secrets import wandb_api_key
+    from lbm.secrets import submitter_secrets
 
     check_bucket(submission.region)
-    key = wandb_api_key()
-    job = submit(submission, backend, secrets={"WANDB_API_KEY": key} if key else {})
+    job = submit(submission, backend, secrets=submitter_secrets())
     print(f"job:       {job.name}")
     print(f"queue:     {job.queue} ({job.spec.instance_type}, region {submission.region.name})")
     print(f"artifacts: {job.artifact_uri}", flush=True)

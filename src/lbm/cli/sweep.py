@@ -202,7 +202,7 @@ def _print_dry_run(name: str, sweep: SweepFile, cap: int | None, submissions: li
 def _control(record: SweepRecord, max_agents: int | None = None) -> int:
     """Run the sweep's controller here, with `max_agents` runs at once (default: the sweep's)."""
     from lbm.jobs.registry import backend_for
-    from lbm.secrets import wandb_api_key
+    from lbm.secrets import submitter_secrets
     from lbm.site import load_site
     from lbm.sweeps.controller import Controller
     from lbm.sweeps.runs import RunPlanner
@@ -212,9 +212,7 @@ def _control(record: SweepRecord, max_agents: int | None = None) -> int:
         record.name, settings.launch, settings.conditional_files, load_site(), settings.sweep.get("project")
     )
     backend = backend_for(load_site().region(settings.launch.get("region")))
-    key = wandb_api_key()
-    secrets = {"WANDB_API_KEY": key} if key else {}
-    controller = Controller(study, planner, backend, max_agents or settings.max_agents, secrets)
+    controller = Controller(study, planner, backend, max_agents or settings.max_agents, submitter_secrets())
     try:
         return controller.run()
     except KeyboardInterrupt:

@@ -158,9 +158,11 @@ def submit(
     backend: Backend,
     secrets: Mapping[str, str],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    before_submit: Callable[[JobSpec], None] = lambda spec: None,
 ) -> Job:
     """Queue the job under a fresh name, moving the name's timestamp on while a name is taken (by a job of
-    the backend, or by an artifact folder that already holds a config)."""
+    the backend, or by an artifact folder that already holds a config). `before_submit` sees each spec
+    just before the backend gets it (a caller that must not lose a queued job records its name there)."""
     from lbm.storage.transfer import write_new
 
     moment = now()
@@ -169,6 +171,7 @@ def submit(
         spec = submission.job_spec(name)
         try:
             if write_new(config_uri(spec.artifact_uri), spec.resolved_config.encode()):
+                before_submit(spec)
                 return backend.submit(spec, secrets=secrets)
         except JobNameTaken:
             pass

@@ -1,6 +1,8 @@
 """The controller: up to `max_agents` runs at once, each asked of the study, launched as a job through the
 backend, watched to its end and reported with the metric from its metrics; hyperband stops runs that fall
-behind. A sweep outlives its controller: a new one picks up the jobs and the runs left half-launched."""
+behind. A sweep outlives its controller: a new one picks up the jobs and the runs left half-launched. A run
+records its job's name before the job is queued, so a controller killed in between leaves a name that a new
+one finds queued (and watches) or unknown (and launches the run again): never two jobs for one run."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import TYPE_CHECKING
 from optuna.trial import TrialState
 
 from lbm.errors import LbmError
-from lbm.jobs.model import JobState
+from lbm.jobs.crash_points import SWEEP_ENV, SWEEP_POINTS, CrashPoints
+from lbm.jobs.model import JobSpec, JobState
 from lbm.sweeps.engine import ARTIFACT_URI, CONTROLLER, JOB, Run, controller_id
 from lbm.sweeps.hyperband import runs_to_stop
 from lbm.sweeps.job_metrics import metric_history
@@ -61,6 +64,7 @@ class Controller:
         self.max_agents, self.secrets, self.say = max_agents, secrets, say
         self.active: dict[int, str] = {}  # run number -> job name
         self._ended_histories: dict[int, list[float]] = {}  # the metric's values of runs that ended
+        self.crash_points = CrashPoints.from_environment(SWEEP_ENV, SWEEP_POINTS)
 
     def run(self) -> int:
         """0 when the sweep has ended (all runs made, target met or stopped)."""
@@ -105,25 +109,37 @@ class Controller:
             if trial.state is not TrialState.RUNNING or controller_alive(trial.user_attrs.get(CONTROLLER)):
                 continue
             job = trial.user_attrs.get(JOB)
-            if job is not None:
+            if job is not None and self._queued(job):
                 self.study.set_attr(trial.number, CONTROLLER, controller_id())
                 self.active[trial.number] = job
                 self.say(f"run {trial.number}: watching job {job} again")
             else:
                 self._launch(self.study.adopt(trial.number))
 
+    def _queued(self, name: str) -> bool:
+        """Whether the backend has the job `name` (a name recorded by a controller that died before it
+        queued the job is unknown)."""
+        try:
+            self.backend.describe(name)
+        except LbmError:
+            return False
+        return True
+
     def _launch(self, run: Run) -> None:
         from lbm.launch.submission import submit
 
+        def record(spec: JobSpec) -> None:
+            self.study.set_attr(run.number, JOB, spec.name)
+            self.study.set_attr(run.number, ARTIFACT_URI, spec.artifact_uri)
+
         try:
             submission = self.planner.submission(run.parameters)
-            job = submit(submission, self.backend, secrets=self.secrets)
+            job = submit(submission, self.backend, secrets=self.secrets, before_submit=record)
         except LbmError as error:
             self.study.finish(run.number, None, reason=f"not launched: {error}")
             self.say(f"run {run.number}: FAILED, not launched: {error}")
             return
-        self.study.set_attr(run.number, JOB, job.name)
-        self.study.set_attr(run.number, ARTIFACT_URI, job.artifact_uri)
+        self.crash_points.reach("job-submitted")
         self.active[run.number] = job.name
         shown = " ".join(f"{k}={v}" for k, v in run.parameters.items())
         self.say(f"run {run.number}: job {job.name} {shown}")

@@ -9,8 +9,9 @@ import pytest
 from local_setup import LocalSetup, wait_for
 
 from lbm.errors import LbmError
-from lbm.jobs.local import crash_points, daemon
-from lbm.jobs.local.crash_points import POINTS, CrashPoints
+from lbm.jobs import crash_points
+from lbm.jobs.crash_points import POINTS, CrashPoints
+from lbm.jobs.local import daemon
 from lbm.jobs.model import JobState
 
 # Records each run of an attempt; `ann-retried` fails its first attempt and has one retry.

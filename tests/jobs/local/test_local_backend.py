@@ -313,6 +313,41 @@ def test_a_job_submitted_without_a_key_gets_none_from_the_agent(
     }
 
 
+FIND_AWS = """
+import json, os, pathlib
+names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+found = {name: os.environ.get(name) for name in names}
+pathlib.Path(os.environ["LBM_OUTPUT_DIR"], "aws.json").write_text(json.dumps(found))
+"""
+
+
+def test_each_job_gets_its_submitters_aws_credentials_never_the_agents(
+    local: LocalSetup, monkeypatch: pytest.MonkeyPatch
+):
+    # Ann's submit starts the agent in her environment, which holds her AWS credentials and profile.
+    ann = {
+        "AWS_ACCESS_KEY_ID": "ann-access-key",
+        "AWS_SECRET_ACCESS_KEY": "ann-secret-access-key",
+        "AWS_SESSION_TOKEN": "ann-session-token",
+        "AWS_PROFILE": "ann-profile",
+    }
+    for name, value in ann.items():
+        monkeypatch.setenv(name, value)
+    local.submit("ann-aws", FIND_AWS, secrets=ann, queue="wide")
+    local.wait_state("ann-aws", [JobState.RUNNING, *ENDED])
+    bob = {"AWS_ACCESS_KEY_ID": "bob-access-key", "AWS_SECRET_ACCESS_KEY": "bob-secret-access-key"}
+    local.submit("bob-aws", FIND_AWS, owner="bob", secrets=bob, queue="wide")
+    local.submit("cat-none", FIND_AWS, owner="cat", queue="wide")
+
+    found = {}
+    for name in ("ann-aws", "bob-aws", "cat-none"):
+        assert local.wait_ended(name).state == JobState.SUCCEEDED, list(local.backend.logs(name))
+        found[name] = json.loads((local.home.output_dir(name) / "aws.json").read_text())
+    assert found["ann-aws"] == ann
+    assert found["bob-aws"] == {**bob, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None}
+    assert found["cat-none"] == dict.fromkeys(ann)
+
+
 def test_a_key_lost_in_an_agent_restart_is_not_replaced_by_the_agents_own(
     local: LocalSetup, monkeypatch: pytest.MonkeyPatch
 ):

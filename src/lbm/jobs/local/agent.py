@@ -6,7 +6,7 @@ process in its own session (see `lbm.jobs.local.runner`) that outlives the agent
 the attempts still running (their runner holds the attempt lock) and settles the finished ones from their
 exit files, so no job is lost and none runs twice. An attempt it finds claimed but never started (the lock
 free, no runner pid in it) goes back to its queue without using a retry. Tests kill the agent at named steps
-of an attempt's life through `lbm.jobs.local.crash_points`.
+of an attempt's life through `lbm.jobs.crash_points`.
 
 Secrets are per job: a submitter hands a job's secrets (its W&B key) to the agent over the FIFO, before the
 job is in the store; the agent keeps them in memory only, puts them in that job's attempts' environment and
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbm.errors import LbmError
+from lbm.jobs.crash_points import CrashPoints
 from lbm.jobs.environment import job_environment
 from lbm.jobs.local import daemon, runner
-from lbm.jobs.local.crash_points import CrashPoints
 from lbm.jobs.local.fair_share import decay_window, decayed_usage, jobs_to_start
 from lbm.jobs.local.home import LocalHome
 from lbm.jobs.local.processes import process_start_time, signal_attempt

@@ -19,7 +19,7 @@ from typing import Any
 
 from lbm.errors import LbmError
 from lbm.jobs.backend import JobNameTaken
-from lbm.jobs.local.crash_points import CrashPoints
+from lbm.jobs.crash_points import CrashPoints
 from lbm.jobs.local.fair_share import QueuedJob
 from lbm.jobs.model import Attempt, Job, JobSpec, JobState
 

@@ -1,9 +1,10 @@
-"""Named points in an attempt's life at which the agent kills itself (SIGKILL), to test that it survives.
+"""Named points at which a process that must survive `kill -9` (the local agent, a sweep's controller) kills
+itself (SIGKILL), to test that a restarted one loses and repeats nothing.
 
-A test setting, inert in normal use: `LBM_AGENT_CRASH_AT=POINT[:N]` makes the agent die the N-th time
-(default: the first) it reaches POINT. The agent reads it once, as it starts, and removes it from its
-environment, so neither its jobs nor an agent started after it inherit it; without it every point is a no-op.
-The points, in the order an attempt meets them:
+A test setting, inert in normal use: `LBM_AGENT_CRASH_AT=POINT[:N]` (the controller: `LBM_SWEEP_CRASH_AT`)
+makes the process die the N-th time (default: the first) it reaches POINT. It reads the setting once, as it
+starts, and removes it from its environment, so neither its jobs nor a process started after it inherit it;
+without it every point is a no-op. The agent's points, in the order an attempt meets them:
 
 - `claimed`: the job's row says STARTING and the attempt row is inserted; the transaction is not committed
 - `starting-written`: STARTING and the attempt row are committed; no attempt lock or runner yet
@@ -14,6 +15,8 @@ The points, in the order an attempt meets them:
   and not yet settled it
 - `settled`: the attempt's end and the job's next state (SUCCEEDED, FAILED or RUNNABLE) are committed
 - `retry-queued`: as `settled`, reached only when the job went back to RUNNABLE for another attempt
+
+The controller's point: `job-submitted`, a run's job is queued and the run does not yet say it has it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import signal
 from lbm.errors import LbmError
 
 ENV = "LBM_AGENT_CRASH_AT"
+SWEEP_ENV = "LBM_SWEEP_CRASH_AT"
+SWEEP_POINTS = ("job-submitted",)
 POINTS = (
     "claimed",
     "starting-written",
@@ -48,14 +53,14 @@ class CrashPoints:
         self.reached = 0
 
     @classmethod
-    def from_environment(cls) -> CrashPoints:
-        """The setting in $LBM_AGENT_CRASH_AT, taken out of this process's environment."""
-        setting = os.environ.pop(ENV, "")
+    def from_environment(cls, env: str = ENV, points: tuple[str, ...] = POINTS) -> CrashPoints:
+        """The setting in $`env` (the agent's by default), taken out of this process's environment."""
+        setting = os.environ.pop(env, "")
         if not setting:
             return cls()
         point, _, count = setting.partition(":")
-        if point not in POINTS or not (count or "1").isdigit() or int(count or "1") < 1:
-            raise LbmError(f"{ENV}={setting!r} is not POINT[:N] (N ≥ 1), POINT one of {', '.join(POINTS)}")
+        if point not in points or not (count or "1").isdigit() or int(count or "1") < 1:
+            raise LbmError(f"{env}={setting!r} is not POINT[:N] (N ≥ 1), POINT one of {', '.join(points)}")
         return cls(point, int(count or "1"))
 
     def reach(self, point: str) -> None:
@@ -64,5 +69,5 @@ class CrashPoints:
             return
         self.reached += 1
         if self.reached == self.occurrence:
-            log.warning("crash point %s reached (occurrence %d): killing the agent", point, self.reached)
+            log.warning("crash point %s reached (occurrence %d): killing this process", point, self.reached)
             os.kill(os.getpid(), signal.SIGKILL)
