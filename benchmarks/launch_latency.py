@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_home import use_temporary_home
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_running, stop_agent
 from lbm.jobs.model import JobState, StatusReason
@@ -104,17 +105,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lbm-launch-latency-") as tmp:
         root = Path(tmp)
-        (root / "site.yaml").write_text(SITE_YAML.format(root=root, queue=QUEUE))
-        env = {
-            **os.environ,
-            "LBM_HOME": str(root / "home"),
-            "LBM_SITE": str(root / "site.yaml"),
-            "LBM_CONFIG_DIR": str(root / "config"),
-            "LBM_DATA_DIR": str(root / "data"),
-            "LBM_STOP_GRACE_S": "2",
-        }
-        env.pop("WANDB_API_KEY", None)
-        os.environ.update(env)
+        os.environ["LBM_STOP_GRACE_S"] = "2"
+        env = use_temporary_home(root, SITE_YAML.format(root=root, queue=QUEUE))
         backend = LocalBackend(load_site().region(), root / "home")
         bare = []
         for _ in range(5):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bench_home import use_temporary_home
 from lbm.cli import launch
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_running, stop_agent
@@ -88,15 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lbm-launch-throughput-") as tmp:
         root = Path(tmp)
-        (root / "site.yaml").write_text(SITE_YAML.format(root=root, queue=QUEUE))
-        env = {
-            "LBM_HOME": str(root / "home"),
-            "LBM_SITE": str(root / "site.yaml"),
-            "LBM_CONFIG_DIR": str(root / "config"),
-            "LBM_DATA_DIR": str(root / "data"),
-        }
-        os.environ.update(env)
-        os.environ.pop("WANDB_API_KEY", None)
+        use_temporary_home(root, SITE_YAML.format(root=root, queue=QUEUE))
         backend = LocalBackend(load_site().region(), root / "home")
         times: dict[str, list[float]] = {
             "lbm launch": [],

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_home import use_temporary_home
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_pid, agent_running, stop_agent
 from lbm.jobs.local.home import LocalHome
@@ -126,10 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lbm-list-latency-") as tmp:
         root = Path(tmp)
-        (root / "site.yaml").write_text(SITE_YAML.format(root=root))
-        env = {**os.environ, "LBM_HOME": str(root / "home"), "LBM_SITE": str(root / "site.yaml")}
-        env["LBM_CONFIG_DIR"] = str(root / "config")
-        os.environ.update(env)
+        env = use_temporary_home(root, SITE_YAML.format(root=root))
         home = LocalHome(root / "home")
         started = time.perf_counter()
         fill_history(root, home, args.jobs - LIVE_JOBS)

@@ -12,16 +12,15 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from train_process import lbm_train
 
 from lbm.train import checkpoint as ckpt
 from polling import wait_for
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
 STEPS_PER_EPOCH = 8
 EVERY = 4  # checkpoints at 4 (mid-epoch), 8 (epoch boundary), 12 (mid-epoch) and 16 (the end)
 RUN = [
@@ -38,23 +37,12 @@ RUN = [
 ]
 
 
-def lbm_train(out: Path, env: dict, *overrides: str) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "lbm.cli.train",
-        "--config-file",
-        TINY,
-        "--output-dir",
-        str(out),
-        *RUN,
-        *overrides,
-    ]
-    return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def train_until_done(out: Path, env: dict, *overrides: str) -> subprocess.Popen:
+    return lbm_train(out, *RUN, *overrides, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def run_to_end(out: Path, env: dict, *overrides: str) -> str:
-    process = lbm_train(out, env, *overrides)
+    process = train_until_done(out, env, *overrides)
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
     return stdout
@@ -153,7 +141,7 @@ def kill_during_checkpoint_write(out: Path, process: subprocess.Popen, rng: rand
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, env, uninterrupted, kill, resume_with):
     rng = random.Random()
     out = tmp_path / "run"
-    process = lbm_train(out, env)
+    process = train_until_done(out, env)
     try:
         resume_step = kill(out, process, rng)
     finally:

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from train_process import TINY, lbm_train
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
 # A shorter run of the tiny config for the tests that are about mechanics, not learning.
 QUICK = [
     "task.synthesize.episodes_per_task=4",
@@ -22,20 +22,6 @@ QUICK = [
     "checkpoint.every_n_steps=4",
     "task.env_runner.n_test=2",
 ]
-
-
-def lbm_train(out: Path, *overrides: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "lbm.cli.train",
-        "--config-file",
-        TINY,
-        "--output-dir",
-        str(out),
-        *overrides,
-    ]
-    return subprocess.Popen(command, env=env, text=True, **popen)
 
 
 def run_to_end(out: Path, *overrides: str, env: dict) -> subprocess.CompletedProcess:

@@ -1,0 +1,24 @@
+"""`lbm train` of the tiny config as a real process, as the training tests start it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+TINY = "train_diffusion_unet_resnet_lang_tiny"
+
+
+def lbm_train(out: Path, *overrides: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    """`python -m lbm.cli.train --config-file TINY --output-dir out overrides...`, started (text mode)."""
+    command = [
+        sys.executable,
+        "-m",
+        "lbm.cli.train",
+        "--config-file",
+        TINY,
+        "--output-dir",
+        str(out),
+        *overrides,
+    ]
+    return subprocess.Popen(command, env=env, text=True, **popen)
