@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from lbm.errors import LbmError
 from lbm.jobs.crash_points import SWEEP_ENV, SWEEP_POINTS, CrashPoints
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from lbm.sweeps.runs import RunPlanner
 
 POLL_S = 0.5
+# A run with no controller named yet is being made by one (between its trial and its controller's name);
+# only after this long is it taken to be left by a controller that died in between.
+UNCLAIMED_GRACE_S = 60.0
 
 
 def controller_alive(controller: str | None) -> bool:
@@ -106,7 +109,7 @@ class Controller:
     def _pick_up(self) -> None:
         """Watch the jobs of runs whose controller is gone; relaunch those that never got a job."""
         for trial in self.study.trials():
-            if trial.state is not TrialState.RUNNING or controller_alive(trial.user_attrs.get(CONTROLLER)):
+            if trial.state is not TrialState.RUNNING or not self._left_behind(trial):
                 continue
             job = trial.user_attrs.get(JOB)
             if job is not None and self._queued(job):
@@ -115,6 +118,14 @@ class Controller:
                 self.say(f"run {trial.number}: watching job {job} again")
             else:
                 self._launch(self.study.adopt(trial.number))
+
+    def _left_behind(self, trial: FrozenTrial) -> bool:
+        """Whether the run's controller is gone (a run just made by another has none named yet)."""
+        controller = trial.user_attrs.get(CONTROLLER)
+        if controller is None:
+            started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+            return time.time() - started > UNCLAIMED_GRACE_S
+        return not controller_alive(controller)
 
     def _queued(self, name: str) -> bool:
         """Whether the backend has the job `name` (a name recorded by a controller that died before it

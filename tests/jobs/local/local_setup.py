@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import pytest
 
 import polling
+from lbm.jobs import crash_points
+from lbm.jobs.local import daemon
 from lbm.jobs.local.backend import LocalBackend
 from lbm.jobs.local.daemon import agent_pid, agent_running, wait_agent_pid
 from lbm.jobs.local.home import LocalHome
@@ -28,6 +31,15 @@ ENDED = (JobState.SUCCEEDED, JobState.FAILED)
 def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> object:
     """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
     return polling.wait_for(condition, what, timeout, interval=0.02)
+
+
+def agent_dies_at(local: LocalSetup, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """Start an agent set to kill itself at `point`; return once it is gone (the setting is unset again)."""
+    monkeypatch.setenv(crash_points.ENV, point)
+    assert daemon.start_agent(local.home)
+    wait_for(lambda: f"crash point {point} reached" in local.home.agent_log.read_text(), f"{point} reached")
+    wait_for(lambda: not daemon.agent_running(local.home), f"the agent killed at {point} to be gone")
+    monkeypatch.delenv(crash_points.ENV)
 
 
 def process_gone(pid: int) -> bool:

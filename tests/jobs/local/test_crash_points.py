@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from local_setup import LocalSetup, wait_for
+from local_setup import LocalSetup, agent_dies_at
 
 from lbm.errors import LbmError
 from lbm.jobs import crash_points
@@ -21,15 +21,6 @@ with open({runs!r}, "a") as f:
     f.write(os.environ["LBM_JOB_NAME"] + " " + os.environ["LBM_ATTEMPT"] + "\\n")
 sys.exit(3 if os.environ["LBM_JOB_NAME"] == "ann-retried" and os.environ["LBM_ATTEMPT"] == "0" else 0)
 """
-
-
-def agent_dies_at(local: LocalSetup, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
-    """Start an agent set to kill itself at `point`; return once it is gone (the setting is unset again)."""
-    monkeypatch.setenv(crash_points.ENV, point)
-    assert daemon.start_agent(local.home)
-    wait_for(lambda: f"crash point {point} reached" in local.home.agent_log.read_text(), f"{point} reached")
-    wait_for(lambda: not daemon.agent_running(local.home), f"the agent killed at {point} to be gone")
-    monkeypatch.delenv(crash_points.ENV)
 
 
 @pytest.mark.slow

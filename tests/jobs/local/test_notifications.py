@@ -9,8 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from local_setup import LocalSetup, wait_for
+from local_setup import LocalSetup, agent_dies_at, wait_for
 
+from lbm.jobs import crash_points
+from lbm.jobs.local import daemon
 from lbm.jobs.model import JobState, Queue
 from lbm.jobs.region import SlackSettings
 
@@ -82,3 +84,46 @@ def test_a_failing_webhook_never_affects_the_job(notified: LocalSetup, slack):
     )
     assert "slack notification for job ann-ok failed: HTTP 500" in log
     assert "hook-secret" not in log
+
+
+def test_a_running_state_the_killed_agent_did_not_post_is_posted_once_by_the_next(
+    notified: LocalSetup, slack, monkeypatch: pytest.MonkeyPatch
+):
+    texts, _ = slack
+    notified.insert("ann-ok", "pass")  # queued without starting an agent
+    agent_dies_at(notified, monkeypatch, "running-written")  # RUNNING is committed, not yet posted
+
+    daemon.ensure_agent(notified.home)
+
+    assert notified.wait_ended("ann-ok").state == JobState.SUCCEEDED
+    wait_for(lambda: len(texts) == 2, "both notifications")
+    daemon.stop_agent(notified.home)
+    assert sorted(t.splitlines()[0] for t in texts) == [
+        "Job ann-ok is RUNNING (owner ann, queue solo)",
+        "Job ann-ok is SUCCEEDED (owner ann, queue solo)",
+    ]
+
+
+def test_an_end_the_killed_agent_did_not_post_is_posted_once_by_the_next(
+    notified: LocalSetup, slack, monkeypatch: pytest.MonkeyPatch, tmp_path
+):
+    texts, _ = slack
+    release = tmp_path / "release"
+    notified.insert(
+        "ann-ok", f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.02)"
+    )
+    monkeypatch.setenv(crash_points.ENV, "settled")  # the agent dies once SUCCEEDED is committed
+    daemon.ensure_agent(notified.home)
+    monkeypatch.delenv(crash_points.ENV)
+    wait_for(lambda: len(texts) == 1, "the RUNNING notification")
+    release.touch()
+    wait_for(lambda: not daemon.agent_running(notified.home), "the agent killed at settled to be gone")
+
+    daemon.ensure_agent(notified.home)
+
+    wait_for(lambda: len(texts) == 2, "the SUCCEEDED notification")
+    daemon.stop_agent(notified.home)
+    assert [t.splitlines()[0] for t in texts] == [
+        "Job ann-ok is RUNNING (owner ann, queue solo)",
+        "Job ann-ok is SUCCEEDED (owner ann, queue solo)",
+    ]

@@ -143,11 +143,12 @@ class Agent:
         self._stopping = True
 
     def step(self) -> None:
-        """One pass: take hand-overs, settle ended attempts, stop and time out, start jobs, archive."""
+        """One pass: take hand-overs, settle ended attempts, stop and time out, start, notify, archive."""
         self._take_handovers()
         self._settle()
         self._stop_and_time_out()
         self._schedule()
+        self._notify()
         self._archive()
 
     def _sleep_s(self) -> float:
@@ -220,8 +221,7 @@ class Agent:
         started = process_start_time(pid)
         if started is not None:
             t.pid, t.pid_started_at = pid, started
-            if self.store.attempt_running(t.job, t.index, pid, started):
-                self._notify(t.spec, JobState.RUNNING, None)
+            self.store.attempt_running(t.job, t.index, pid, started)
 
     def _settle(self) -> None:
         self.reaping = [p for p in self.reaping if p.poll() is None]
@@ -255,8 +255,6 @@ class Agent:
             t.job, t.index, exit_code=exit_code, attempt_reason=attempt_reason, state=state, reason=reason
         )
         log.info("job %s attempt %d ended (%s): %s", t.job, t.index, attempt_reason, state.value)
-        if state.is_terminal:
-            self._notify(t.spec, state, reason)
 
     def _stop_and_time_out(self) -> None:
         now = time.time()
@@ -383,7 +381,6 @@ class Agent:
                 state=JobState.FAILED,
                 reason=f"cannot start: {error.strerror}",
             )
-            self._notify(spec, JobState.FAILED, f"cannot start: {error.strerror}")
             return
         finally:
             os.close(lock)
@@ -401,7 +398,6 @@ class Agent:
         self.store.attempt_running(name, index, process.pid, started)
         where = f" on GPUs {','.join(map(str, devices))}" if devices else ""
         log.info("job %s attempt %d RUNNING (pid %d)%s", name, index, process.pid, where)
-        self._notify(spec, JobState.RUNNING, None)
 
     # --- notifications and archives ------------------------------------------------------------------------
 
@@ -414,11 +410,17 @@ class Agent:
             self._notifiers[region.name] = SlackNotifier.from_settings(region.slack)
         return self._notifiers[region.name]
 
-    def _notify(self, spec: JobSpec, state: JobState, reason: str | None) -> None:
-        notifier = self._notifier(spec.queue)
-        if notifier is not None and notifier.wants(state.value):
-            event = JobEvent(spec.name, spec.owner, spec.queue, state.value, reason, spec.artifact_uri)
-            self._notify_pool.submit(notifier.send, event)
+    def _notify(self) -> None:
+        """Post the states the store's outbox holds, each at most once: an entry is marked told as its post
+        starts, so a state the agent had not begun to post when it was killed is posted by the next agent."""
+        for seq, name, state in self.store.outbox():
+            self.store.told(seq)
+            job = self.store.job(name)
+            notifier = self._notifier(job.queue)
+            if notifier is not None and notifier.wants(state.value):
+                reason = job.status_reason if state is JobState.FAILED else None
+                event = JobEvent(job.name, job.owner, job.queue, state.value, reason, job.artifact_uri)
+                self._notify_pool.submit(notifier.send, event)
 
     def _archive(self) -> None:
         for name, future in list(self._archiving.items()):

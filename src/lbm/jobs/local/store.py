@@ -66,9 +66,15 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_by_stop ON attempts (stopped_at);
 CREATE TABLE IF NOT EXISTS regions (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, state TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS outbox_on_state AFTER UPDATE OF state ON jobs
+    WHEN NEW.state IN ('RUNNING', 'FAILED', 'SUCCEEDED') AND NEW.state != OLD.state
+    BEGIN INSERT INTO outbox (job, state) VALUES (NEW.name, NEW.state); END;
 """
 # The object SCHEMA added last: a store without it (new, or made by an older lbm) gets SCHEMA run on it.
-NEWEST_OBJECT = "jobs_by_state_seq"
+NEWEST_OBJECT = "outbox_on_state"
 
 
 class StoreDamaged(LbmError):
@@ -282,6 +288,17 @@ class JobStore:
             )
             for r in rows
         ]
+
+    def outbox(self) -> list[tuple[int, str, JobState]]:
+        """(id, job, state) of each RUNNING, FAILED or SUCCEEDED a job reached and nobody has told yet, oldest
+        first: written with the state itself (a trigger), so a notification lost in a crash is still owed."""
+        with self._errors():
+            rows = self._db.execute("SELECT seq, job, state FROM outbox ORDER BY seq").fetchall()
+        return [(r["seq"], r["job"], JobState(r["state"])) for r in rows]
+
+    def told(self, seq: int) -> None:
+        """The outbox entry `seq` has been dealt with."""
+        self._write("DELETE FROM outbox WHERE seq = ?", (seq,))
 
     def cancel_queued(self, name: str, reason: str) -> bool:
         """Queued → FAILED with `reason`; False when the job was no longer queued."""
