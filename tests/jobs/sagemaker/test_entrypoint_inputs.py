@@ -149,3 +149,21 @@ def test_help_starts_nothing(tmp_path):
         timeout=60,
     )
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_a_training_failure_is_the_failure_files_reason(tmp_path):
+    config = write_resolved_config(
+        tmp_path / "bucket" / "config.yaml",
+        tmp_path / "data",
+        "task.synthesize=null",
+        f"task.dataset_path={tmp_path / 'absent.zarr'}",
+    )
+    opt = make_tree(tmp_path / "opt_ml", {hp.CONFIG_URI: str(config), hp.NPROC_PER_NODE: "1"})
+    result = run_entrypoint(opt, entrypoint_env(tmp_path / "data"), timeout=300)
+    assert result.returncode == 1, result.stderr
+    reason = opt.failure_file.read_text().strip()
+    assert reason.startswith("lbm train failed on algo-1 with exit status 1: lbm train: error: "), reason
+    assert str(tmp_path / "absent.zarr") in reason
+    error = reason.split("exit status 1: ", 1)[1]
+    assert error in (opt.output_data / "logs" / "algo-1.log").read_text().splitlines()
+    assert not opt.model.exists()
