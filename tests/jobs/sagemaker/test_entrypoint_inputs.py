@@ -109,6 +109,13 @@ def test_the_wandb_key_is_read_from_its_secret(secrets):
     assert wandb_key_from_secret(fields["Name"]) == KEY
 
 
+def test_a_secret_named_without_its_region_is_read_in_the_containers_region(secrets, monkeypatch):
+    plain = secrets.create_secret(Name=f"lbm/wandb-{uuid.uuid4().hex}", SecretString=KEY)
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")  # what SageMaker sets
+    assert wandb_key_from_secret(plain["Name"]) == KEY
+
+
 def test_an_unreadable_secret_is_one_line(secrets):
     with pytest.raises(
         LbmError,

@@ -88,8 +88,11 @@ def wandb_key_from_secret(secret_id: str) -> str:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    # The region: the secret ARN's, else the environment's (SageMaker sets AWS_REGION, boto3 reads only
+    # AWS_DEFAULT_REGION).
     arn_parts = secret_id.split(":")
     region = arn_parts[3] if secret_id.startswith("arn:") and len(arn_parts) > 3 else None
+    region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
     where = f"the W&B key from Secrets Manager secret {secret_id!r}"
     try:
         client = boto3.client("secretsmanager", region_name=region)
