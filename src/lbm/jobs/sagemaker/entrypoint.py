@@ -222,6 +222,8 @@ def run_teed(
             stderr=subprocess.STDOUT,
         )
         stop.process = process
+        if stop.signal is not None:  # the signal came before the process was there to receive it
+            process.terminate()
         for line in iter(process.stdout.readline, b""):
             line = redact(line, secret_bytes)
             sys.stdout.buffer.write(line)
@@ -307,7 +309,10 @@ def train(opt: OptMl, stop: Stop) -> int:
     hosts = opt.hosts()
     inputs = read_inputs(hp.restore_all(opt.hyperparameters()))
     if inputs.ignored:
-        print(f"lbm sagemaker-entrypoint: ignoring unknown hyperparameters: {', '.join(inputs.ignored)}")
+        print(
+            f"lbm sagemaker-entrypoint: ignoring unknown hyperparameters: {', '.join(inputs.ignored)}",
+            flush=True,
+        )
     wandb_key = None
     if inputs.wandb_secret_id:
         wandb_key = wandb_key_from_secret(inputs.wandb_secret_id)
