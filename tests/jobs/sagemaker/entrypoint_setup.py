@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lbm.jobs.environment import ARTIFACT_URI, CONFIG_URI, OUTPUT_DIR
 from lbm.jobs.sagemaker.hyperparameters import escape_value
 from lbm.jobs.sagemaker.opt_ml import ROOT_ENV, OptMl
 
@@ -58,14 +59,14 @@ def make_tree(
 def entrypoint_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """This process's environment for an entry point: one torch thread, no W&B key or job variables."""
     env = dict(os.environ, LBM_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1", NETRC="/dev/null")
-    for name in ("WANDB_API_KEY", "LBM_ARTIFACT_URI", "LBM_OUTPUT_DIR", ROOT_ENV):
+    for name in ("WANDB_API_KEY", ARTIFACT_URI, OUTPUT_DIR, CONFIG_URI, ROOT_ENV):
         env.pop(name, None)
     return dict(env, **extra)
 
 
 def start_entrypoint(opt: OptMl, env: Mapping[str, str], **popen) -> subprocess.Popen:
     """The entry point as SageMaker starts the image (`<entry point> train`), on the tree `opt`."""
-    command = [sys.executable, "-m", "lbm.jobs.sagemaker.entrypoint", "train"]
+    command = [str(Path(sys.executable).with_name("lbm")), "sagemaker-entrypoint", "train"]
     return subprocess.Popen(command, env={**env, ROOT_ENV: str(opt.root)}, text=True, **popen)
 
 

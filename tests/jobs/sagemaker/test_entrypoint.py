@@ -24,6 +24,7 @@ from entrypoint_setup import (
 )
 
 from conftest import free_port
+from lbm.jobs.environment import ARTIFACT_URI, CONFIG_URI, OUTPUT_DIR
 from lbm.jobs.sagemaker import hyperparameters as hp
 from lbm.train import checkpoint as ckpt
 from polling import wait_for
@@ -141,10 +142,10 @@ def test_sigterm_checkpoints_and_writes_the_failure_file(tmp_path, data_dir):
         "training.num_epochs=100",
         "checkpoint.every_n_steps=100000",
     )
-    opt = make_tree(tmp_path / "opt_ml", {hp.CONFIG_URI: str(config), hp.NPROC_PER_NODE: "1"})
-    process = start_entrypoint(
-        opt, entrypoint_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    # The config's URI from the job's environment, as every backend gives it, not from a hyperparameter.
+    opt = make_tree(tmp_path / "opt_ml", {hp.NPROC_PER_NODE: "1"})
+    env = entrypoint_env(data_dir, **{CONFIG_URI: str(config)})
+    process = start_entrypoint(opt, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         metrics = opt.checkpoints / "metrics.jsonl"
         wait_for(
@@ -194,16 +195,21 @@ def test_the_wandb_key_from_secrets_manager_reaches_the_trainer_and_no_file(
     config = write_resolved_config(tmp_path / "bucket" / "config.yaml", data_dir, "logging.mode=offline")
     given = {hp.CONFIG_URI: str(config), hp.NPROC_PER_NODE: "1", hp.WANDB_SECRET_ID: secret["ARN"]}
     opt = make_tree(tmp_path / "opt_ml", given)
-    process = start_entrypoint(
-        opt, entrypoint_env(data_dir, WANDB_SILENT="true"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    # The job's artifact folder: SageMaker syncs the checkpoint folder there, so the trainer must not.
+    artifacts = tmp_path / "artifacts"
+    env = entrypoint_env(data_dir, WANDB_SILENT="true", **{ARTIFACT_URI: f"file://{artifacts}"})
+    process = start_entrypoint(opt, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        env = wait_for(lambda: process.poll() is not None or trainer_environment(process), "the trainer", 300)
+        trainer = wait_for(
+            lambda: process.poll() is not None or trainer_environment(process), "the trainer", 300
+        )
         output = process.communicate(timeout=600)[0]
     finally:
         process.kill()
     assert process.returncode == 0, output[-3000:]
-    assert isinstance(env, dict) and env.get("WANDB_API_KEY") == KEY
+    assert isinstance(trainer, dict) and trainer.get("WANDB_API_KEY") == KEY
+    assert ARTIFACT_URI not in trainer and trainer[OUTPUT_DIR] == str(opt.checkpoints)
+    assert not artifacts.exists()
     assert f"W&B key: from Secrets Manager secret {secret['ARN']}" in output
     assert list((opt.output_data / "wandb").glob("offline-run-*"))
     files = [p for p in opt.root.rglob("*") if p.is_file()]

@@ -14,6 +14,7 @@ import pytest
 from entrypoint_setup import entrypoint_env, make_tree, run_entrypoint, write_resolved_config
 
 from lbm.errors import LbmError
+from lbm.jobs.environment import CONFIG_URI
 from lbm.jobs.sagemaker import hyperparameters as hp
 from lbm.jobs.sagemaker.entrypoint import (
     JobInputs,
@@ -48,7 +49,7 @@ def refused(tmp_path: Path, opt, env=None) -> str:
 @pytest.mark.parametrize(
     ("hyperparameters", "message"),
     [
-        ({}, "hyperparameter 'config-uri' is missing"),
+        ({}, "the job has no config: neither hyperparameter 'config-uri' nor $LBM_CONFIG_URI is set"),
         ({hp.NPROC_PER_NODE: "0"}, "nproc-per-node=0 is not valid: must be 1 to 1024"),
         ({hp.NPROC_PER_NODE: "eight"}, "nproc-per-node='eight' is not valid: must be a whole number"),
         ({hp.RENDEZVOUS_PORT: "70000"}, "rendezvous-port=70000 is not valid: must be 1 to 65535"),
@@ -83,13 +84,21 @@ def test_escaped_values_are_restored_before_use(config):
     inputs = read_inputs(
         hp.restore_all(
             {hp.CONFIG_URI: hp.escape_value(str(config)), hp.WANDB_SECRET_ID: hp.escape_value(secret_like)}
-        )
+        ),
+        {},
     )
     assert inputs == JobInputs(str(config), None, secret_like, 29500)
 
 
+def test_the_config_uri_comes_from_the_job_environment_without_its_hyperparameter(config):
+    assert read_inputs({}, {CONFIG_URI: str(config)}).config_uri == str(config)
+    assert (
+        read_inputs({hp.CONFIG_URI: "s3://b/c.yaml"}, {CONFIG_URI: str(config)}).config_uri == "s3://b/c.yaml"
+    )
+
+
 def test_unknown_hyperparameters_are_named_not_fatal(config):
-    assert read_inputs({hp.CONFIG_URI: str(config), "sagemaker_program": "x"}).ignored == (
+    assert read_inputs({hp.CONFIG_URI: str(config), "sagemaker_program": "x"}, {}).ignored == (
         "sagemaker_program",
     )
 
@@ -148,14 +157,21 @@ def test_output_is_copied_to_the_log_with_secrets_redacted(tmp_path, capfd):
     )
 
 
-def test_help_starts_nothing(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "status", "expected"),
+    [
+        (["--help"], 0, "usage: lbm sagemaker-entrypoint [train]"),
+        (["serve"], 2, "unexpected arguments 'serve': SageMaker starts the image with `train` only"),
+    ],
+)
+def test_the_command_is_registered_and_takes_only_train(tmp_path, args, status, expected):
+    lbm = str(Path(sys.executable).with_name("lbm"))
+    env = entrypoint_env(tmp_path / "data", LBM_SAGEMAKER_ROOT=str(tmp_path / "opt_ml"))
     result = subprocess.run(
-        [sys.executable, "-m", "lbm.jobs.sagemaker.entrypoint", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [lbm, "sagemaker-entrypoint", *args], capture_output=True, text=True, timeout=60, env=env
     )
-    assert result.returncode == 0 and "train" in result.stdout
+    assert result.returncode == status and expected in result.stdout + result.stderr
+    assert not (tmp_path / "opt_ml").exists()
 
 
 def test_a_training_failure_is_the_failure_files_reason(tmp_path):

@@ -1,7 +1,8 @@
 """`lbm sagemaker-entrypoint`: what a SageMaker training container runs (SageMaker adds the argument `train`).
 
 It reads the job's hyperparameters and hosts from `/opt/ml/input/config/`, fetches the job's resolved
-config, and runs `lbm train` under torchrun on every host (rendezvous on the first host of
+config (the `config-uri` hyperparameter, else $LBM_CONFIG_URI), and runs `lbm train --config-uri` under
+torchrun on every host (rendezvous on the first host of
 `resourceconfig.json`, one process per GPU). Checkpoints, `config.yaml` and `metrics.jsonl` go to
 `/opt/ml/checkpoints`, which SageMaker syncs with the job's S3 folder and restores on a retry, so a retried
 job resumes there. The host's log (secrets redacted), `metrics.jsonl` and the W&B files are copied to
@@ -25,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lbm.cli.entry import ArgumentParser, run
 from lbm.errors import LbmError
+from lbm.jobs import environment
 from lbm.jobs.sagemaker import hyperparameters as hp
 from lbm.jobs.sagemaker.opt_ml import Hosts, OptMl
 from lbm.secrets import redact, secret_env_names
@@ -35,8 +36,6 @@ DEFAULT_RENDEZVOUS_PORT = 29500
 EXIT_STOPPED = 143
 # SageMaker keeps the first 1024 characters of the failure file as the job's FailureReason.
 FAILURE_REASON_LIMIT = 1024
-# The name the fetched config gets, unlike any shipped config's, so that it is the one composed.
-RESOLVED_CONFIG = "sagemaker_resolved_config"
 _ERROR_LINE = re.compile(r"^(lbm train: error: .*|(\w+\.)*\w*(Error|Exception)(: .*)?)$")
 _TORCHRUN_ERROR = "ChildFailedError"
 
@@ -52,12 +51,14 @@ class JobInputs:
     ignored: tuple[str, ...] = ()
 
 
-def read_inputs(hyperparameters: Mapping[str, str]) -> JobInputs:
-    """The job's inputs from its (restored) hyperparameters; LbmError for a missing or meaningless one."""
-    config_uri = hyperparameters.get(hp.CONFIG_URI, "").strip()
+def read_inputs(hyperparameters: Mapping[str, str], environ: Mapping[str, str]) -> JobInputs:
+    """The job's inputs from its (restored) hyperparameters, the config's URI else from the job's
+    environment; LbmError for a missing or meaningless one."""
+    config_uri = hyperparameters.get(hp.CONFIG_URI, "").strip() or environ.get(environment.CONFIG_URI, "")
     if not config_uri:
         raise LbmError(
-            f"hyperparameter {hp.CONFIG_URI!r} is missing: the launcher sets it to the config's URI"
+            f"the job has no config: neither hyperparameter {hp.CONFIG_URI!r} nor ${environment.CONFIG_URI} "
+            "is set (the launcher sets them to its config.yaml)"
         )
     nproc = hyperparameters.get(hp.NPROC_PER_NODE)
     port = hyperparameters.get(hp.RENDEZVOUS_PORT)
@@ -124,8 +125,9 @@ def gpu_count() -> int:
 def fetch_config(uri: str, opt: OptMl) -> Path:
     """The job's resolved config, copied from its URI to a local file."""
     from lbm.storage import transfer
+    from lbm.storage.layout import CONFIG_FILE
 
-    local = opt.root / "input" / "lbm" / f"{RESOLVED_CONFIG}.yaml"
+    local = opt.root / "input" / "lbm" / CONFIG_FILE
     try:
         return transfer.download(uri, local)
     except (OSError, ValueError) as error:
@@ -151,10 +153,8 @@ def torchrun_command(config: Path, hosts: Hosts, nproc: int, port: int, output_d
         f"--nproc-per-node={nproc}",
         "-m",
         "lbm.cli.train",
-        "--config-file",
-        RESOLVED_CONFIG,
-        "--config-dir",
-        str(config.parent),
+        "--config-uri",
+        str(config),
         "--output-dir",
         str(output_dir),
     ]
@@ -166,8 +166,8 @@ def training_environment(
     """The training processes' environment: the container's, with the W&B key from its secret when there
     is one, and without LBM_ARTIFACT_URI (SageMaker syncs the checkpoint folder to the job's folder)."""
     env = dict(environ)
-    env.pop("LBM_ARTIFACT_URI", None)
-    env["LBM_OUTPUT_DIR"] = str(opt.checkpoints)
+    env.pop(environment.ARTIFACT_URI, None)
+    env[environment.OUTPUT_DIR] = str(opt.checkpoints)
     env["PYTHONUNBUFFERED"] = "1"
     if wandb_key is not None:
         env["WANDB_API_KEY"] = wandb_key
@@ -258,7 +258,7 @@ def write_failure(opt: OptMl, reason: str) -> None:
 
 def collect_outputs(opt: OptMl) -> None:
     """Copy `metrics.jsonl` and the W&B folder from the checkpoint folder to the output data folder."""
-    from lbm.train.metrics import METRICS_FILE
+    from lbm.storage.layout import METRICS_FILE
 
     opt.output_data.mkdir(parents=True, exist_ok=True)
     metrics = opt.checkpoints / METRICS_FILE
@@ -271,8 +271,8 @@ def collect_outputs(opt: OptMl) -> None:
 
 def publish_model(opt: OptMl) -> Path | None:
     """The newest complete checkpoint, its sidecar and `config.yaml` copied to the model folder."""
+    from lbm.storage.layout import CONFIG_FILE
     from lbm.train import checkpoint as ckpt
-    from lbm.train.trainer import CONFIG_FILE
 
     newest = ckpt.latest_complete(opt.checkpoints)
     if newest is None:
@@ -284,17 +284,20 @@ def publish_model(opt: OptMl) -> Path | None:
     return opt.model / newest.path.name
 
 
-def parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="lbm sagemaker-entrypoint",
-        description="Run a SageMaker training job's `lbm train` across its hosts (the image's entry point).",
-    )
-    p.add_argument("mode", nargs="?", choices=["train"], help="what SageMaker asks of the image")
-    return p
+USAGE = """usage: lbm sagemaker-entrypoint [train]
+
+Run a SageMaker training job's `lbm train` on this host, with the job's other hosts: what the training
+image runs (SageMaker starts it with the argument `train`). $LBM_SAGEMAKER_ROOT replaces /opt/ml."""
 
 
 def main(argv: Sequence[str]) -> int:
-    parser().parse_args(argv)
+    if list(argv) in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if list(argv) not in ([], ["train"]):
+        raise LbmError(
+            f"unexpected arguments {' '.join(argv)!r}: SageMaker starts the image with `train` only"
+        )
     opt = OptMl.from_env()
     stop = Stop()
     stop.install()
@@ -307,7 +310,7 @@ def main(argv: Sequence[str]) -> int:
 
 def train(opt: OptMl, stop: Stop) -> int:
     hosts = opt.hosts()
-    inputs = read_inputs(hp.restore_all(opt.hyperparameters()))
+    inputs = read_inputs(hp.restore_all(opt.hyperparameters()), os.environ)
     if inputs.ignored:
         print(
             f"lbm sagemaker-entrypoint: ignoring unknown hyperparameters: {', '.join(inputs.ignored)}",
@@ -343,7 +346,3 @@ def train(opt: OptMl, stop: Stop) -> int:
     if model is not None:
         print(f"model: {model}", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run("lbm sagemaker-entrypoint", main))

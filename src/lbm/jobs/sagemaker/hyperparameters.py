@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 
 # The names the launcher sets and the entry point reads.
-CONFIG_URI = "config-uri"  # the resolved config.yaml of the job (s3:// or file://); required
+CONFIG_URI = "config-uri"  # the job's resolved config.yaml, s3:// or a path (default: $LBM_CONFIG_URI)
 NPROC_PER_NODE = "nproc-per-node"  # training processes per host (default: its GPU count, at least 1)
 WANDB_SECRET_ID = "wandb-secret-id"  # the Secrets Manager secret holding the W&B API key
 RENDEZVOUS_PORT = "rendezvous-port"  # the port torchrun meets on, on the first host (default 29500)
