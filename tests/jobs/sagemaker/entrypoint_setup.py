@@ -9,9 +9,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lbm.jobs.environment import ARTIFACT_URI, CONFIG_URI, OUTPUT_DIR
+from lbm.jobs.environment import ARTIFACT_URI, CONFIG_URI, OUTPUT_DIR, job_environment
+from lbm.jobs.model import JobSpec
 from lbm.jobs.sagemaker.hyperparameters import escape_value
 from lbm.jobs.sagemaker.opt_ml import ROOT_ENV, OptMl
+from lbm.storage.layout import config_uri
 
 TINY = "train_diffusion_unet_resnet_lang_tiny"
 # A short run of the tiny config: 34 steps an epoch on one process.
@@ -62,6 +64,19 @@ def entrypoint_env(data_dir: Path, **extra: str) -> dict[str, str]:
     for name in ("WANDB_API_KEY", ARTIFACT_URI, OUTPUT_DIR, CONFIG_URI, ROOT_ENV):
         env.pop(name, None)
     return dict(env, **extra)
+
+
+def job_environment_of(artifact_uri: str) -> dict[str, str]:
+    """The variables a backend gives the container of a job whose artifact folder is `artifact_uri`."""
+    spec = JobSpec(
+        name="someone-lbm-training-test",
+        owner="someone",
+        queue="fss-ml-p5-48xlarge-us-east-1",
+        command=("lbm", "train", "--config-uri", config_uri(artifact_uri)),
+        artifact_uri=artifact_uri,
+        share_identifier="someone",
+    )
+    return job_environment(spec, attempt=1, output_dir=OptMl(Path("/opt/ml")).checkpoints)
 
 
 def start_entrypoint(opt: OptMl, env: Mapping[str, str], **popen) -> subprocess.Popen:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import uuid
+from pathlib import Path
 
 import boto3
 import psutil
@@ -16,6 +17,7 @@ import pytest
 import torch
 from entrypoint_setup import (
     entrypoint_env,
+    job_environment_of,
     make_tree,
     metrics_of,
     run_entrypoint,
@@ -24,8 +26,9 @@ from entrypoint_setup import (
 )
 
 from conftest import free_port
-from lbm.jobs.environment import ARTIFACT_URI, CONFIG_URI, OUTPUT_DIR
+from lbm.jobs.environment import ARTIFACT_URI, OUTPUT_DIR
 from lbm.jobs.sagemaker import hyperparameters as hp
+from lbm.storage.layout import config_uri
 from lbm.train import checkpoint as ckpt
 from polling import wait_for
 
@@ -136,15 +139,13 @@ def test_a_retry_resumes_from_the_restored_checkpoint_as_if_never_stopped(tmp_pa
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_writes_the_failure_file(tmp_path, data_dir):
     # No checkpoint falls due during the run: the only one is the one the stop writes.
-    config = write_resolved_config(
-        tmp_path / "bucket" / "config.yaml",
-        data_dir,
-        "training.num_epochs=100",
-        "checkpoint.every_n_steps=100000",
+    artifacts = f"{tmp_path}/bucket/someone-lbm/someone-lbm-training-test/"
+    write_resolved_config(
+        Path(config_uri(artifacts)), data_dir, "training.num_epochs=100", "checkpoint.every_n_steps=100000"
     )
     # The config's URI from the job's environment, as every backend gives it, not from a hyperparameter.
     opt = make_tree(tmp_path / "opt_ml", {hp.NPROC_PER_NODE: "1"})
-    env = entrypoint_env(data_dir, **{CONFIG_URI: str(config)})
+    env = entrypoint_env(data_dir, **job_environment_of(artifacts))
     process = start_entrypoint(opt, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         metrics = opt.checkpoints / "metrics.jsonl"
@@ -197,7 +198,7 @@ def test_the_wandb_key_from_secrets_manager_reaches_the_trainer_and_no_file(
     opt = make_tree(tmp_path / "opt_ml", given)
     # The job's artifact folder: SageMaker syncs the checkpoint folder there, so the trainer must not.
     artifacts = tmp_path / "artifacts"
-    env = entrypoint_env(data_dir, WANDB_SILENT="true", **{ARTIFACT_URI: f"file://{artifacts}"})
+    env = entrypoint_env(data_dir, WANDB_SILENT="true", **job_environment_of(f"file://{artifacts}/"))
     process = start_entrypoint(opt, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         trainer = wait_for(
