@@ -59,8 +59,15 @@ def make_tree(
 
 
 def entrypoint_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """This process's environment for an entry point: one torch thread, no W&B key or job variables."""
-    env = dict(os.environ, LBM_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1", NETRC="/dev/null")
+    """This process's environment for an entry point: no GPU, one torch thread, no W&B key or job
+    variables."""
+    env = dict(
+        os.environ,
+        LBM_DATA_DIR=str(data_dir),
+        OMP_NUM_THREADS="1",
+        NETRC="/dev/null",
+        CUDA_VISIBLE_DEVICES="",
+    )
     for name in ("WANDB_API_KEY", ARTIFACT_URI, OUTPUT_DIR, CONFIG_URI, ROOT_ENV):
         env.pop(name, None)
     return dict(env, **extra)

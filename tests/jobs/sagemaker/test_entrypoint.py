@@ -44,12 +44,13 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
-    """One host, one process, trained to the end."""
+    """One host trained to the end, with one process: as many as it has GPUs, at least one."""
     root = tmp_path_factory.mktemp("uninterrupted")
     config = write_resolved_config(root / "bucket" / "config.yaml", data_dir, *RESUMABLE)
-    opt = make_tree(root / "opt_ml", {hp.CONFIG_URI: str(config), hp.NPROC_PER_NODE: "1"})
+    opt = make_tree(root / "opt_ml", {hp.CONFIG_URI: str(config)})
     result = run_entrypoint(opt, entrypoint_env(data_dir))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "host algo-1 (1 of 1): nproc-per-node 1, rendezvous on algo-1" in result.stdout
     return opt
 
 
@@ -94,7 +95,8 @@ def test_two_hosts_train_one_job_rendezvousing_on_the_first(tmp_path, data_dir, 
             process.kill()
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     first, second = trees
-    assert "host 127.0.0.1 (1 of 2)" in outputs[0] and "host localhost (2 of 2)" in outputs[1]
+    assert "host 127.0.0.1 (1 of 2): nproc-per-node 1, rendezvous on 127.0.0.1" in outputs[0]
+    assert "host localhost (2 of 2): nproc-per-node 1, rendezvous on 127.0.0.1" in outputs[1]
     steps = metrics_of(first.output_data)
     # Two processes share each epoch: half the steps of the one-process run.
     assert max(steps) == max(metrics_of(uninterrupted.output_data)) // 2

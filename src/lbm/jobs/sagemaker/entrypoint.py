@@ -326,7 +326,7 @@ def train(opt: OptMl, stop: Stop) -> int:
     env = training_environment(os.environ, opt, hosts, wandb_key)
     command = torchrun_command(config, hosts, nproc, inputs.rendezvous_port, opt.checkpoints)
     print(
-        f"host {hosts.current} ({hosts.rank + 1} of {len(hosts.hosts)}), {nproc} processes, "
+        f"host {hosts.current} ({hosts.rank + 1} of {len(hosts.hosts)}): nproc-per-node {nproc}, "
         f"rendezvous on {hosts.first}",
         flush=True,
     )
