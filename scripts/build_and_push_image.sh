@@ -4,20 +4,21 @@
 # then launch on it with `lbm launch --image-uri <user>-sagemaker-dev ...`.
 #
 # usage: scripts/build_and_push_image.sh [--region REGION] [--profile PROFILE] [--account ACCOUNT]
-#            [--user USER] [--repository NAME] [--tag TAG] [--no-push]
+#            [--user USER] [--repository NAME] [--tag TAG] [--weights DIR] [--no-push]
 # Defaults: region $AWS_DEFAULT_REGION else us-east-1; the account of your credentials; user the local part
 # of `git config user.email` (else $USER), as lbm names your jobs; tag the commit (with -dirty when the work
-# tree has changes).
+# tree has changes). --weights DIR puts pretrained weights in the image (DIR/huggingface: an HF_HOME with
+# CLIP, DIR/torch: a TORCH_HOME with torchvision's), for configs that start from them.
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "build_and_push_image: error: $*" >&2; exit 2; }
 
 region="${AWS_DEFAULT_REGION:-us-east-1}"
-account="" user="" repository="" tag="" push=1
+account="" user="" repository="" tag="" weights="" push=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --region|--profile|--account|--user|--repository|--tag)
+    --region|--profile|--account|--user|--repository|--tag|--weights)
       [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"
       case "$1" in
         --region) region="$2" ;;
@@ -26,6 +27,7 @@ while [[ $# -gt 0 ]]; do
         --user) user="$2" ;;
         --repository) repository="$2" ;;
         --tag) tag="$2" ;;
+        --weights) weights="$2" ;;
       esac
       shift 2 ;;
     --no-push) push=0; shift ;;
@@ -50,6 +52,12 @@ if [[ -z "$tag" ]]; then
   git diff --quiet HEAD -- || tag="${tag}-dirty"
 fi
 [[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "--tag '$tag' is not a Docker tag"
+build_context=()
+if [[ -n "$weights" ]]; then
+  [[ -d "$weights/huggingface" || -d "$weights/torch" ]] \
+    || die "--weights '$weights' holds neither huggingface/ nor torch/"
+  build_context=(--build-context "weights=$(cd "$weights" && pwd)")
+fi
 if [[ -z "$account" ]]; then
   account="$(aws sts get-caller-identity --query Account --output text --region "$region")" \
     || die "cannot read your AWS account: log in (aws sso login) or pass --profile"
@@ -58,7 +66,8 @@ fi
 
 registry="${account}.dkr.ecr.${region}.amazonaws.com"
 image="${registry}/${repository}"
-docker build --platform linux/amd64 --file docker/Dockerfile --tag "${image}:${tag}" --tag "${image}:latest" .
+docker build --platform linux/amd64 --file docker/Dockerfile "${build_context[@]}" \
+  --tag "${image}:${tag}" --tag "${image}:latest" .
 if [[ "$push" == 0 ]]; then
   echo "built ${image}:${tag} (not pushed)"
   exit 0

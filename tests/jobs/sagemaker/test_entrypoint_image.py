@@ -83,6 +83,16 @@ def test_every_copied_path_exists_and_is_in_the_build_context():
     assert not in_build_context(".venv") and not in_build_context(".git")
 
 
+def test_pretrained_weights_come_from_a_build_context_and_are_where_the_models_look():
+    found = instructions(DOCKERFILE)
+    assert ("FROM", "scratch AS weights") in found  # empty unless `--build-context weights=DIR` replaces it
+    (copy,) = [shlex.split(args) for keyword, args in found if keyword == "COPY" and "--from=weights" in args]
+    destination = copy[-1].rstrip("/")
+    env = " ".join(args for keyword, args in found if keyword == "ENV")
+    for variable, folder in (("HF_HOME", "huggingface"), ("TORCH_HOME", "torch")):
+        assert f"{variable}={destination}/{folder}" in env
+
+
 def test_the_package_is_installed_from_the_lock_with_its_wandb_extra():
     runs = " ".join(args for keyword, args in instructions(DOCKERFILE) if keyword == "RUN")
     assert "--constraint requirements.lock" in runs and '".[wandb]"' in runs
@@ -167,6 +177,20 @@ def test_the_default_tag_is_the_commit(stand_ins):
     assert "push" not in calls.read_text()
 
 
+def test_weights_are_passed_as_the_weights_build_context(stand_ins, tmp_path):
+    env, calls = stand_ins
+    (tmp_path / "weights" / "huggingface" / "hub").mkdir(parents=True)
+    result = subprocess.run(
+        [str(SCRIPT), "--user", "jdoe", "--tag", "t1", "--weights", str(tmp_path / "weights"), "--no-push"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"--build-context weights={tmp_path / 'weights'} --tag " in calls.read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -175,6 +199,7 @@ def test_the_default_tag_is_the_commit(stand_ins):
         (["--tag", "a b"], "--tag 'a b' is not a Docker tag"),
         (["--tag"], "--tag needs a value"),
         (["--colour", "red"], "unknown argument '--colour'"),
+        (["--weights", "/nonexistent"], "--weights '/nonexistent' holds neither huggingface/ nor torch/"),
     ],
 )
 def test_bad_arguments_are_one_line_and_nothing_runs(stand_ins, args, message):
