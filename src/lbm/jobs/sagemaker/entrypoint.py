@@ -191,7 +191,8 @@ class Stop:
 
     def _handle(self, signum, frame) -> None:
         self.signal = signum
-        print(f"lbm sagemaker-entrypoint: {signal.Signals(signum).name}: stopping training", flush=True)
+        # Straight to the file descriptor: the handler may interrupt a write to sys.stdout's buffer.
+        os.write(1, f"lbm sagemaker-entrypoint: {signal.Signals(signum).name}: stopping training\n".encode())
         if self.process is None or self.process.poll() is not None:
             return
         import psutil
