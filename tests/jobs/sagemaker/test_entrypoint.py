@@ -171,6 +171,7 @@ def test_sigterm_checkpoints_and_writes_the_failure_file(tmp_path, data_dir):
     assert opt.failure_file.read_text().strip() == (
         f"stopped by SIGTERM; newest checkpoint: {newest.path.name} (step {newest.step})"
     )
+    assert "lbm sagemaker-entrypoint: SIGTERM: stopping training" in output
     assert f"stopped at step {newest.step}" in output
     assert max(metrics_of(opt.output_data)) <= newest.step
     assert not opt.model.exists()

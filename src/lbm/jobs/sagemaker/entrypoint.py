@@ -1,14 +1,15 @@
 """`lbm sagemaker-entrypoint`: what a SageMaker training container runs (SageMaker adds the argument `train`).
 
 It reads the job's hyperparameters and hosts from `/opt/ml/input/config/`, fetches the job's resolved
-config (the `config-uri` hyperparameter, else $LBM_CONFIG_URI), and runs `lbm train --config-uri` under
-torchrun on every host (rendezvous on the first host of
-`resourceconfig.json`, one process per GPU). Checkpoints, `config.yaml` and `metrics.jsonl` go to
-`/opt/ml/checkpoints`, which SageMaker syncs with the job's S3 folder and restores on a retry, so a retried
-job resumes there. The host's log (secrets redacted), `metrics.jsonl` and the W&B files are copied to
-`/opt/ml/output/data` for `output.tar.gz`, and the final checkpoint with its config to `/opt/ml/model`.
-SIGTERM (SageMaker's stop, 120 s before SIGKILL) goes to the training processes, which checkpoint and exit.
-When the job fails or is stopped, `/opt/ml/output/failure` says why.
+config (the `config-uri` hyperparameter, else $LBM_CONFIG_URI) and runs `lbm train --config-uri` under
+torchrun on every host: one process per GPU, all meeting on the first host of `resourceconfig.json`. The
+W&B key comes from the Secrets Manager secret a hyperparameter names, when one does. Checkpoints,
+`config.yaml` and `metrics.jsonl` go to `/opt/ml/checkpoints`, which SageMaker syncs with the job's S3
+folder and restores on a retry, so a retried job resumes there. The host's log (secrets redacted),
+`metrics.jsonl` and the W&B files are copied to `/opt/ml/output/data` for `output.tar.gz`, and the final
+checkpoint with its config to `/opt/ml/model`. SIGTERM (SageMaker's stop, 120 s before SIGKILL) goes to
+the training processes, which checkpoint and exit. When the job fails or is stopped,
+`/opt/ml/output/failure` says why.
 """
 
 from __future__ import annotations
