@@ -35,6 +35,8 @@ from polling import wait_for
 # Validation and a kept checkpoint every 4 steps, so a retry can resume from any of them.
 RESUMABLE = ("training.val_per_step=true", "training.val_every=4", "checkpoint.topk=100")
 KEY = "wandb-key-0123456789abcdef0123456789abcdef"
+# Longer than any test waits, with no checkpoint falling due: the only checkpoint is the one a stop writes.
+UNTIL_STOPPED = ("training.num_epochs=100", "checkpoint.every_n_steps=100000")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,22 @@ def test_one_host_writes_checkpoints_outputs_and_model(uninterrupted):
     assert not opt.failure_file.exists()
 
 
+PIPED = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+HOSTS = ("127.0.0.1", "localhost")  # SageMaker's algo-1 and algo-2, with names that resolve here
+
+
+def two_hosts(tmp_path, uri: str) -> list:
+    """The `/opt/ml` trees of a two-host job, one process each, meeting on a free port of the first."""
+    given = {hp.CONFIG_URI: uri, hp.NPROC_PER_NODE: "1", hp.RENDEZVOUS_PORT: str(free_port())}
+    return [make_tree(tmp_path / f"host-{i}", given, HOSTS, host, "lo") for i, host in enumerate(HOSTS)]
+
+
+def logged_steps(opt) -> list[int]:
+    """The steps in the checkpoint folder's metrics.jsonl so far."""
+    path = opt.checkpoints / "metrics.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
 @pytest.mark.slow
 def test_two_hosts_train_one_job_rendezvousing_on_the_first(tmp_path, data_dir, uninterrupted, s3_bucket):
     bucket, _ = s3_bucket
@@ -81,13 +99,8 @@ def test_two_hosts_train_one_job_rendezvousing_on_the_first(tmp_path, data_dir, 
     uri = f"{bucket}/outputs/someone-lbm/job/config.yaml"
     bucket_name, key = uri.removeprefix("s3://").split("/", 1)
     boto3.client("s3").upload_file(str(config), bucket_name, key)
-    hosts = ("127.0.0.1", "localhost")  # SageMaker's algo-1 and algo-2, with names that resolve here
-    given = {hp.CONFIG_URI: uri, hp.NPROC_PER_NODE: "1", hp.RENDEZVOUS_PORT: str(free_port())}
-    trees = [make_tree(tmp_path / f"host-{i}", given, hosts, host, "lo") for i, host in enumerate(hosts)]
-    env = entrypoint_env(data_dir)
-    processes = [
-        start_entrypoint(opt, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for opt in trees
-    ]
+    trees = two_hosts(tmp_path, uri)
+    processes = [start_entrypoint(opt, entrypoint_env(data_dir), **PIPED) for opt in trees]
     try:
         outputs = [process.communicate(timeout=600)[0] for process in processes]
     finally:
@@ -140,26 +153,15 @@ def test_a_retry_resumes_from_the_restored_checkpoint_as_if_never_stopped(tmp_pa
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_writes_the_failure_file(tmp_path, data_dir):
-    # No checkpoint falls due during the run: the only one is the one the stop writes.
     artifacts = f"{tmp_path}/bucket/someone-lbm/someone-lbm-training-test/"
-    write_resolved_config(
-        Path(config_uri(artifacts)), data_dir, "training.num_epochs=100", "checkpoint.every_n_steps=100000"
-    )
+    write_resolved_config(Path(config_uri(artifacts)), data_dir, *UNTIL_STOPPED)
     # The config's URI from the job's environment, as every backend gives it, not from a hyperparameter.
     opt = make_tree(tmp_path / "opt_ml", {hp.NPROC_PER_NODE: "1"})
     env = entrypoint_env(data_dir, **job_environment_of(artifacts))
-    process = start_entrypoint(opt, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = start_entrypoint(opt, env, **PIPED)
     try:
-        metrics = opt.checkpoints / "metrics.jsonl"
-        wait_for(
-            lambda: (
-                process.poll() is not None
-                or (metrics.exists() and len(metrics.read_text().splitlines()) >= 2)
-            ),
-            "two logged steps",
-            timeout=300,
-        )
-        logged = max(json.loads(line)["step"] for line in metrics.read_text().splitlines())
+        wait_for(lambda: process.poll() is not None or len(logged_steps(opt)) >= 2, "two logged steps", 300)
+        logged = max(logged_steps(opt))
         started = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=120)[0]
@@ -176,6 +178,36 @@ def test_sigterm_checkpoints_and_writes_the_failure_file(tmp_path, data_dir):
     assert max(metrics_of(opt.output_data)) <= newest.step
     assert not opt.model.exists()
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_host_stops_them_together_at_one_checkpoint(tmp_path, data_dir):
+    config = write_resolved_config(tmp_path / "config.yaml", data_dir, *UNTIL_STOPPED)
+    trees = two_hosts(tmp_path, str(config))
+    first, second = trees
+    processes = [start_entrypoint(opt, entrypoint_env(data_dir), **PIPED) for opt in trees]
+    try:
+        wait_for(
+            lambda: any(p.poll() is not None for p in processes) or len(logged_steps(first)) >= 2,
+            "two logged steps",
+            timeout=300,
+        )
+        logged = max(logged_steps(first))
+        for process in processes:  # SageMaker's stop reaches every host
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=120)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    assert [p.returncode for p in processes] == [143, 143], outputs[0][-3000:] + outputs[1][-3000:]
+    newest = ckpt.latest_complete(first.checkpoints)
+    assert newest is not None and newest.step >= logged
+    assert first.failure_file.read_text().strip() == (
+        f"stopped by SIGTERM; newest checkpoint: {newest.path.name} (step {newest.step})"
+    )
+    assert len(ckpt.checkpoints_in(first.checkpoints)) == 1 and not ckpt.checkpoints_in(second.checkpoints)
+    assert second.failure_file.read_text().strip() == "stopped by SIGTERM"
+    assert f"stopped at step {newest.step}" in outputs[0]
 
 
 def trainer_environment(process: subprocess.Popen) -> dict | None:
@@ -202,7 +234,7 @@ def test_the_wandb_key_from_secrets_manager_reaches_the_trainer_and_no_file(
     # The job's artifact folder: SageMaker syncs the checkpoint folder there, so the trainer must not.
     artifacts = tmp_path / "artifacts"
     env = entrypoint_env(data_dir, WANDB_SILENT="true", **job_environment_of(f"file://{artifacts}/"))
-    process = start_entrypoint(opt, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = start_entrypoint(opt, env, **PIPED)
     try:
         trainer = wait_for(
             lambda: process.poll() is not None or trainer_environment(process), "the trainer", 300
