@@ -174,6 +174,7 @@ def test_the_command_is_registered_and_takes_only_train(tmp_path, args, status, 
     assert not (tmp_path / "opt_ml").exists()
 
 
+@pytest.mark.slow
 def test_a_training_failure_is_the_failure_files_reason(tmp_path):
     config = write_resolved_config(
         tmp_path / "bucket" / "config.yaml",
