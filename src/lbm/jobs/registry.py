@@ -54,6 +54,12 @@ REGISTRY: dict[str, BackendInfo] = {
         multi_node=True,
         own_scheduler=True,
         poll_interval_s=5.0,
+        commands={
+            "sagemaker-entrypoint": (
+                "lbm.jobs.sagemaker.entrypoint",
+                "the SageMaker training image's entry point: lbm train across the job's hosts",
+            )
+        },
     ),
 }
 
