@@ -13,18 +13,14 @@ from pathlib import Path
 import boto3
 import pytest
 
+from ports import free_port
+
 # Dummy credentials moto accepts; distinctive values, because lbm redacts AWS_SECRET_ACCESS_KEY from logs.
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "lbm-test-access-key",
     "AWS_SECRET_ACCESS_KEY": "lbm-test-secret-key",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -25,12 +25,12 @@ from entrypoint_setup import (
     write_resolved_config,
 )
 
-from conftest import free_port
 from lbm.jobs.environment import ARTIFACT_URI, OUTPUT_DIR
 from lbm.jobs.sagemaker import hyperparameters as hp
 from lbm.storage.layout import config_uri
 from lbm.train import checkpoint as ckpt
 from polling import wait_for
+from ports import free_port
 
 # Validation and a kept checkpoint every 4 steps, so a retry can resume from any of them.
 RESUMABLE = ("training.val_per_step=true", "training.val_every=4", "checkpoint.topk=100")
