@@ -302,7 +302,8 @@ def test_launch_returns_0_once_the_job_runs(world):
     assert result.returncode == 0, result.stdout + result.stderr
     name = NAME.search(result.stdout).group(1)
     states = re.findall(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (\w+)", result.stdout, re.MULTILINE)
-    assert states[0] == "SUBMITTED" and states[-1] == "RUNNING"
+    # Every state the job went through, in order, also those that passed between two of the launcher's polls.
+    assert states == ["SUBMITTED", "RUNNABLE", "STARTING", "RUNNING"]
     assert f"follow its log with: sagey logs {name}" in result.stdout
     assert world.backend.describe(name).state is JobState.RUNNING  # 50 epochs take minutes
     stopped = world.run("sagey", "stop", name)

@@ -117,18 +117,27 @@ def wait_and_report(backend: Backend, job: Job, follow: bool) -> int:
     return 1 if job.state is JobState.FAILED else 0
 
 
-def print_state(job: Job) -> None:
-    reason = f" - {job.status_reason}" if job.status_reason and job.state is JobState.FAILED else ""
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {job.state.value}{reason}", flush=True)
+def print_state(job: Job, state: JobState | None = None, at: float | None = None) -> None:
+    """A line for the job's `state` (default: its current one) entered at `at` (default: now)."""
+    state = state or job.state
+    reason = f" - {job.status_reason}" if job.status_reason and state is JobState.FAILED else ""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))} {state.value}{reason}", flush=True)
 
 
 def watch(backend: Backend, job: Job, until: frozenset[JobState]) -> Job:
     """Poll the job (whose state `job` was last printed) and print each new state, until it reaches one
-    of `until` or ends; the job then."""
+    of `until` or ends; the job then. Where the backend keeps the job's transitions, every state it went
+    through is printed, also those that came and went between two polls."""
     interval = 0.02
+    printed = len(job.transitions) or 1
     while True:
         seen = backend.describe(job.name)
-        if seen.state is not job.state:
+        if seen.transitions[printed:]:
+            for state, at in seen.transitions[printed:]:
+                print_state(seen, state, at)
+            printed = len(seen.transitions)
+            interval = 0.02
+        elif seen.state is not job.state:
             print_state(seen)
             interval = 0.02
         job = seen

@@ -218,6 +218,10 @@ def describe_job(job: Job, as_json: bool) -> int:
         ("artifacts", spec.artifact_uri),
         ("command", shlex.join(spec.command)),
     ]
+    if job.engine_id:
+        fields.insert(1, ("engine id", job.engine_id))
+    if job.transitions:
+        fields.insert(2, ("states", " -> ".join(f"{s.value} {clock(at)[11:]}" for s, at in job.transitions)))
     for key, value in fields:
         print(f"{key + ':':<13}{'-' if value is None else value}")
     if job.attempts:

@@ -77,6 +77,8 @@ def job_record(job: Job) -> dict[str, Any]:
         "stopped_at": job.stopped_at,
         **{k: v for k, v in dataclasses.asdict(job.spec).items() if k != "name"},
         "attempts": [dataclasses.asdict(attempt) for attempt in job.attempts],
+        "engine_id": job.engine_id,
+        "transitions": [{"state": state.value, "at": at} for state, at in job.transitions],
     }
     record["command"] = list(job.spec.command)
     return record

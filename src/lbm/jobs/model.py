@@ -88,7 +88,8 @@ class Attempt:
 class Job:
     """A job as a backend reports it; `engine_id` is the engine's own id (Batch jobId, Slurm job id).
 
-    Timestamps are Unix seconds.
+    `transitions` are the states it has been in with when it entered each, oldest first, from a backend that
+    keeps them (`describe`); timestamps are Unix seconds.
     """
 
     spec: JobSpec
@@ -99,6 +100,7 @@ class Job:
     stopped_at: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     engine_id: str | None = None
+    transitions: list[tuple[JobState, float]] = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -363,3 +363,21 @@ def test_a_key_lost_in_an_agent_restart_is_not_replaced_by_the_agents_own(
     found = json.loads((local.home.output_dir("ann-waits") / "key.json").read_text())
     assert found == {"env": None, "env or netrc": None}
     assert list(local.backend.logs("ann-waits")) == [LOST_SECRETS_NOTE.decode().rstrip("\n")]
+
+
+def test_describe_gives_every_state_the_job_went_through_in_order(local: LocalSetup):
+    local.submit("ann-quick", "pass", queue="wide")
+    local.wait_ended("ann-quick")
+
+    job = local.backend.describe("ann-quick")
+
+    states = [state for state, _ in job.transitions]
+    assert states == [
+        JobState.SUBMITTED,
+        JobState.RUNNABLE,
+        JobState.STARTING,
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+    ]
+    times = [at for _, at in job.transitions]
+    assert times == sorted(times) and times[0] == job.created_at and abs(times[-1] - job.stopped_at) < 0.1

@@ -93,17 +93,19 @@ def test_a_state_filter_with_a_limit_reads_an_index_not_every_row(home: LocalHom
     store.close()
 
 
-def test_a_store_made_by_an_older_lbm_gets_the_index_and_the_outbox_when_opened(home: LocalHome):
+def test_a_store_made_by_an_older_lbm_gets_the_index_outbox_and_transitions_when_opened(home: LocalHome):
     JobStore(home.db).close()
     with sqlite3.connect(home.db) as db:
-        db.execute("DROP TRIGGER outbox_on_state")
+        for trigger in ("transitions_on_state", "transitions_on_insert", "outbox_on_state"):
+            db.execute(f"DROP TRIGGER {trigger}")
+        db.execute("DROP TABLE transitions")
         db.execute("DROP TABLE outbox")
         db.execute("DROP INDEX jobs_by_state_seq")
 
     store = JobStore(home.db)
 
     names = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master")}
-    assert {"jobs_by_state_seq", "outbox", "outbox_on_state"} <= names
+    assert {"jobs_by_state_seq", "outbox", "outbox_on_state", "transitions", "transitions_on_state"} <= names
     store.close()
 
 

@@ -72,9 +72,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TRIGGER IF NOT EXISTS outbox_on_state AFTER UPDATE OF state ON jobs
     WHEN NEW.state IN ('RUNNING', 'FAILED', 'SUCCEEDED') AND NEW.state != OLD.state
     BEGIN INSERT INTO outbox (job, state) VALUES (NEW.name, NEW.state); END;
+CREATE TABLE IF NOT EXISTS transitions (job TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS transitions_by_job ON transitions (job);
+CREATE TRIGGER IF NOT EXISTS transitions_on_insert AFTER INSERT ON jobs
+    BEGIN INSERT INTO transitions VALUES (NEW.name, NEW.state, NEW.created_at); END;
+CREATE TRIGGER IF NOT EXISTS transitions_on_state AFTER UPDATE OF state ON jobs WHEN NEW.state != OLD.state
+    BEGIN INSERT INTO transitions VALUES (NEW.name, NEW.state, (julianday('now') - 2440587.5) * 86400.0); END;
 """
 # The object SCHEMA added last: a store without it (new, or made by an older lbm) gets SCHEMA run on it.
-NEWEST_OBJECT = "outbox_on_state"
+NEWEST_OBJECT = "transitions_on_state"
 
 
 class StoreDamaged(LbmError):
@@ -224,9 +230,15 @@ class JobStore:
         return Job(spec=spec, state=JobState.SUBMITTED, created_at=now)
 
     def job(self, name: str) -> Job:
+        """The job with every state it has been in (`Job.transitions`)."""
         jobs = self._jobs("WHERE name = ?", [name])
         if not jobs:
             raise unknown_job(name)
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT state, at FROM transitions WHERE job = ? ORDER BY rowid", (name,)
+            ).fetchall()
+        jobs[0].transitions = [(JobState(r["state"]), r["at"]) for r in rows]
         return jobs[0]
 
     def jobs(
