@@ -87,3 +87,87 @@ class CheckedStubber(Stubber):
         check_request(model.service_model.service_name, model.name, params)
         check_documented_batch_rules(model.name, params)
         self.requests.append((model.name, json.loads(json.dumps(params))))
+
+
+def batch_job_id(name: str) -> str:
+    """A Batch job id (a UUID in AWS) stable for a name."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def training_job_arn(name: str, attempt: int) -> str:
+    """The ARN of the training job Batch starts for `name` on attempt `attempt`, named as Batch names it."""
+    return (
+        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/AWSBatch{name}{batch_job_id(name)[:8]}{attempt}"
+    )
+
+
+def describe_response(
+    name: str,
+    status: str,
+    *,
+    queue: str = QUEUE,
+    attempts: int = 0,
+    reason: str | None = None,
+    payload: dict[str, Any] | None = None,
+    created_ms: int = 1_764_586_800_000,
+) -> dict[str, Any]:
+    """DescribeServiceJob's answer for a job in `status` after `attempts` started attempts."""
+    response: dict[str, Any] = {
+        "jobArn": f"arn:aws:batch:{REGION}:{ACCOUNT}:service-job/{batch_job_id(name)}",
+        "jobId": batch_job_id(name),
+        "jobName": name,
+        "jobQueue": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/{queue}",
+        "serviceJobType": "SAGEMAKER_TRAINING",
+        "status": status,
+        "createdAt": created_ms,
+        "startedAt": created_ms + 60_000 if status in ("RUNNING", "SUCCEEDED", "FAILED") else 0,
+        "shareIdentifier": "jane",
+        "schedulingPriority": 10,
+        "retryStrategy": {"attempts": 3},
+        "timeoutConfig": {"attemptDurationSeconds": 2 * 86400 + 3600},
+        "isTerminated": status in ("SUCCEEDED", "FAILED"),
+    }
+    if payload is not None:
+        response["serviceRequestPayload"] = json.dumps(payload)
+    if attempts:
+        response["attempts"] = [
+            {
+                "serviceResourceId": {"name": "TrainingJobArn", "value": training_job_arn(name, i + 1)},
+                "startedAt": created_ms + 60_000 * (i + 1),
+                **(
+                    {"stoppedAt": created_ms + 60_000 * (i + 2), "statusReason": "AlgorithmError"}
+                    if i + 1 < attempts
+                    else {}
+                ),
+            }
+            for i in range(attempts)
+        ]
+        response["latestAttempt"] = {
+            "serviceResourceId": {"name": "TrainingJobArn", "value": training_job_arn(name, attempts)}
+        }
+    if reason is not None:
+        response["statusReason"] = reason
+    if status in ("SUCCEEDED", "FAILED"):
+        response["stoppedAt"] = created_ms + 3_600_000
+    return response
+
+
+def summary_of(response: dict[str, Any]) -> dict[str, Any]:
+    """The ListServiceJobs summary of a DescribeServiceJob answer."""
+    keys = (
+        "latestAttempt",
+        "createdAt",
+        "jobArn",
+        "jobId",
+        "jobName",
+        "serviceJobType",
+        "shareIdentifier",
+        "status",
+        "statusReason",
+        "startedAt",
+        "stoppedAt",
+        "isTerminated",
+    )
+    return {k: response[k] for k in keys if k in response}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +140,20 @@ def read_service_job(response: dict[str, Any]) -> ServiceJob:
         payload=json.loads(payload) if payload else None,
         tags=dict(response.get("tags", {})),
     )
+
+
+def list_service_jobs(
+    batch: Any, queue: str, *, name: str | None = None, created_after_s: float | None = None
+) -> Iterator[ServiceJob]:
+    """The service jobs on `queue` in every state, page by page: those called `name`,
+    or those created after `created_after_s` (a filter makes Batch report every state, not only RUNNING)."""
+    if name is not None:
+        filters = [{"name": "JOB_NAME", "values": [name]}]
+    else:
+        filters = [{"name": "AFTER_CREATED_AT", "values": [str(int((created_after_s or 0) * 1000))]}]
+    for page in batch.get_paginator("list_service_jobs").paginate(jobQueue=queue, filters=filters):
+        for summary in page["jobSummaryList"]:
+            yield read_service_job(summary)
 
 
 def _resource_arn(attempt: dict[str, Any]) -> str | None:
