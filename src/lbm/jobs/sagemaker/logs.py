@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TAIL_LINES = 100
+_HOST = re.compile(r"(algo-\d+)(?:-\d+)?$")
 
 
 def host_of(stream_name: str) -> str:
     """The host of a stream name: `AWSBatchjob1/algo-2-1712345678` -> `algo-2`."""
     leaf = stream_name.rsplit("/", 1)[-1]
-    host, _, epoch = leaf.rpartition("-")
-    return host if host and epoch.isdigit() else leaf
+    match = _HOST.match(leaf)
+    return match.group(1) if match else leaf
 
 
 class _Stream:
