@@ -112,9 +112,12 @@ def test_aws_errors_are_one_line(aws_home, monkeypatch, code, message):
 
 def test_an_sso_profile_without_a_valid_login_says_to_log_in(aws_home):
     aws = AwsClients("us-east-1", profile="sagemaker")
-    with pytest.raises(
-        LbmError, match=r"^your AWS login has expired; log in again: aws sso login --profile sagemaker$"
-    ), aws.errors():
+    with (
+        pytest.raises(
+            LbmError, match=r"^your AWS login has expired; log in again: aws sso login --profile sagemaker$"
+        ),
+        aws.errors(),
+    ):
         aws.client("sts").get_caller_identity()
 
 

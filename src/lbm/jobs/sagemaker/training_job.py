@@ -13,19 +13,13 @@ from typing import Any
 
 from lbm.errors import LbmError
 from lbm.jobs.model import JobSpec
-from lbm.jobs.sagemaker.hyperparameters import escape_hyperparameters
+from lbm.jobs.sagemaker import hyperparameters as hp
 from lbm.jobs.sagemaker.service_model import check_request
 from lbm.jobs.sagemaker.settings import RegionSettings
 
 MAX_RUNTIME_S = 28 * 86400  # SageMaker's limit for MaxRuntimeInSeconds
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 INPUT_MODE = "File"
-# Hyperparameter names the entry point reads.
-HP_JOB_NAME = "job-name"
-HP_CONFIG_URI = "config-uri"
-HP_ARTIFACT_URI = "artifact-uri"
-HP_NPROC_PER_NODE = "nproc-per-node"
-HP_WANDB_SECRET_ID = "wandb-secret-id"
 # The trainer's stdout line is `[metrics] step=.. epoch=.. train_loss=.. val_loss=..` (lbm.train.metrics).
 METRIC_NAMES = ("train_loss", "val_loss")
 TAG_OWNER = "owner"
@@ -76,14 +70,9 @@ def training_job_request(
         raise LbmError(f"region {spec.region} has no mainImage; pass --image-uri")
     if not spec.artifact_uri.startswith("s3://"):
         raise LbmError(f"SageMaker writes only to S3; the region's bucket gives {spec.artifact_uri}")
-    hyperparameters = {
-        HP_JOB_NAME: spec.name,
-        HP_CONFIG_URI: config_uri,
-        HP_ARTIFACT_URI: spec.artifact_uri,
-        HP_NPROC_PER_NODE: str(spec.nproc_per_node),
-    }
+    hyperparameters = {hp.CONFIG_URI: config_uri, hp.NPROC_PER_NODE: str(spec.nproc_per_node)}
     if settings.wandb_secret_id:
-        hyperparameters[HP_WANDB_SECRET_ID] = settings.wandb_secret_id
+        hyperparameters[hp.WANDB_SECRET_ID] = settings.wandb_secret_id
     output: dict[str, Any] = {"S3OutputPath": owner_prefix(spec.artifact_uri)}
     resources: dict[str, Any] = {
         "InstanceType": spec.instance_type,
@@ -102,7 +91,7 @@ def training_job_request(
             "MetricDefinitions": metric_definitions(),
         },
         "RoleArn": settings.role_arn,
-        "HyperParameters": escape_hyperparameters(hyperparameters),
+        "HyperParameters": {name: hp.escape_value(value) for name, value in hyperparameters.items()},
         "OutputDataConfig": output,
         "CheckpointConfig": {"S3Uri": spec.artifact_uri, "LocalPath": CHECKPOINT_DIR},
         "ResourceConfig": resources,
