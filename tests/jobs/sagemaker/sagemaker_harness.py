@@ -36,6 +36,7 @@ def job_spec(**changes: Any) -> JobSpec:
     values: dict[str, Any] = {
         "name": JOB_NAME,
         "owner": "jane",
+        "owner_email": "jane.doe@example.com",
         "queue": QUEUE,
         "command": ("lbm", "train", "--config-uri", f"{ARTIFACT_URI}config.yaml"),
         "artifact_uri": ARTIFACT_URI,

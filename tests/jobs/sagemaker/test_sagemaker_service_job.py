@@ -38,7 +38,6 @@ def payload(spec=None):
         spec or job_spec(),
         SETTINGS,
         config_uri=f"{ARTIFACT_URI}config.yaml",
-        owner_email="jane.doe@example.com",
         environment={},
     )
 

@@ -24,7 +24,6 @@ def request(spec=None, settings=SETTINGS, environment=None):
         spec or job_spec(),
         settings,
         config_uri=CONFIG_URI,
-        owner_email="jane.doe@example.com",
         environment=environment if environment is not None else {"LBM_JOB_NAME": JOB_NAME},
     )
 

@@ -62,7 +62,6 @@ def training_job_request(
     settings: RegionSettings,
     *,
     config_uri: str,
-    owner_email: str,
     environment: Mapping[str, str],
 ) -> dict[str, Any]:
     """The CreateTrainingJob request for `spec`, checked against the service's model (RequestInvalid)."""
@@ -99,7 +98,7 @@ def training_job_request(
         "Environment": dict(environment),
         "Tags": [
             {"Key": TAG_OWNER, "Value": spec.owner},
-            {"Key": TAG_OWNER_EMAIL, "Value": owner_email},
+            {"Key": TAG_OWNER_EMAIL, "Value": spec.owner_email or ""},
             {"Key": TAG_PROJECT, "Value": settings.project},
         ],
     }
