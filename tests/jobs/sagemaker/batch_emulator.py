@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from sagemaker_harness import ACCOUNT, REGION, check_documented_batch_rules
 from lbm.jobs.sagemaker.service_model import check_request
 
 TERMINAL = ("SUCCEEDED", "FAILED")
+SIGNED_REGION = re.compile(r"Credential=[^/]+/\d+/([a-z0-9-]+)/")
 ENVIRONMENT_ARN = f"arn:aws:batch:{REGION}:{ACCOUNT}:service-environment"
 OPERATIONS = {
     "/v1/submitservicejob": "SubmitServiceJob",
@@ -68,6 +70,7 @@ class BatchEmulator:
         self.tokens: dict[str, str] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.refused: list[str] = []
+        self.regions_seen: set[str] = set()  # the regions requests were signed for
         self.lock = threading.Lock()
         self.sagemaker = boto3.client("sagemaker", region_name=REGION)
         self.logs = boto3.client("logs", region_name=REGION)
@@ -76,6 +79,8 @@ class BatchEmulator:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                scope = SIGNED_REGION.search(self.headers.get("Authorization", ""))
+                emulator.regions_seen.add(scope.group(1) if scope else "")
                 status, answer, headers = emulator.answer(self.path, body)
                 data = json.dumps(answer).encode()
                 self.send_response(status)

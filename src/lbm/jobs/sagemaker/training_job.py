@@ -19,6 +19,7 @@ from lbm.jobs.sagemaker.settings import RegionSettings
 
 MAX_RUNTIME_S = 28 * 86400  # SageMaker's limit for MaxRuntimeInSeconds
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
+OUTPUT_DATA_DIR = "/opt/ml/output/data"  # packed by SageMaker into output/output.tar.gz
 INPUT_MODE = "File"
 # The trainer's stdout line is `[metrics] step=.. epoch=.. train_loss=.. val_loss=..` (lbm.train.metrics).
 METRIC_NAMES = ("train_loss", "val_loss")
