@@ -172,3 +172,58 @@ def summary_of(response: dict[str, Any]) -> dict[str, Any]:
         "isTerminated",
     )
     return {k: response[k] for k in keys if k in response}
+
+
+P5_QUEUE = QUEUE
+TEAM_QUEUE = "mvdp-ml-p5-48xlarge-us-east-1"
+P4D_QUEUE = "fss-ml-p4d-24xlarge-us-east-1"
+WEST_QUEUE = "fss-ml-p5-48xlarge-us-west-2"
+# What the site says of each queue's capacity, and what its service environment allows (AWS's word).
+SITE_CAPACITY = {P5_QUEUE: 4, TEAM_QUEUE: 2, P4D_QUEUE: 4, WEST_QUEUE: 4}
+AWS_CAPACITY = {P5_QUEUE: 3, TEAM_QUEUE: 2, P4D_QUEUE: 4, WEST_QUEUE: 4}
+
+
+def site_yaml(bucket: str, *, sagemaker_block: str | None = None) -> str:
+    """A two-region SageMaker site on `bucket` (the moto bucket); `sagemaker_block` replaces us-east-1's."""
+    block = (
+        sagemaker_block
+        if sagemaker_block is not None
+        else (f'sagemaker: {{account: "{ACCOUNT}", roleArn: "{SETTINGS.role_arn}", volumeSizeGb: 100}}')
+    )
+    return f"""\
+defaultRegion: us-east-1
+mainImage: lbm-sagemaker
+instanceAliases: {{p5: ml.p5.48xlarge, p4d: ml.p4d.24xlarge}}
+regions:
+  us-east-1:
+    backend: sagemaker
+    bucket: {bucket}
+    prefix: sagemaker_outputs
+    {block}
+    queues:
+      - name: {P5_QUEUE}
+        instanceType: ml.p5.48xlarge
+        capacity: {SITE_CAPACITY[P5_QUEUE]}
+        nicknames: [p5]
+        fairShare: {{shareDecaySeconds: 3600, computeReservation: 10, weightFactors: {{main: 0.5}}}}
+      - name: {TEAM_QUEUE}
+        instanceType: ml.p5.48xlarge
+        capacity: {SITE_CAPACITY[TEAM_QUEUE]}
+        team: mvdp
+      - name: {P4D_QUEUE}
+        instanceType: ml.p4d.24xlarge
+        capacity: {SITE_CAPACITY[P4D_QUEUE]}
+        nicknames: [p4d]
+        fairShare: {{shareDecaySeconds: 3600}}
+  us-west-2:
+    backend: sagemaker
+    bucket: {bucket}
+    prefix: sagemaker_outputs_west
+    sagemaker: {{account: "{ACCOUNT}", roleArn: "{SETTINGS.role_arn}", wandbSecretId: lbm/wandb}}
+    queues:
+      - name: {WEST_QUEUE}
+        instanceType: ml.p5.48xlarge
+        capacity: {SITE_CAPACITY[WEST_QUEUE]}
+        nicknames: [p5]
+        fairShare: {{shareDecaySeconds: 3600}}
+"""
