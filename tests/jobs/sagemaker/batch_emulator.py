@@ -71,6 +71,7 @@ class BatchEmulator:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.refused: list[str] = []
         self.regions_seen: set[str] = set()  # the regions requests were signed for
+        self.credentials_expired = False  # answer every request as AWS does once a session token expired
         self.lock = threading.Lock()
         self.sagemaker = boto3.client("sagemaker", region_name=REGION)
         self.logs = boto3.client("logs", region_name=REGION)
@@ -108,6 +109,8 @@ class BatchEmulator:
     def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         operation = OPERATIONS.get(path.split("?")[0])
         try:
+            if self.credentials_expired:
+                raise Refused("ExpiredTokenException", "The security token in the request is expired", 403)
             if operation is None:
                 raise Refused("ClientException", f"unknown operation {path}")
             try:
