@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from lbm.errors import LbmError
+from lbm.jobs.backend import JobNameTaken
 from lbm.jobs.environment import job_environment
 from lbm.jobs.model import Attempt, Job, JobSpec, JobState, Queue, QueueUsage
 from lbm.jobs.region import Region
@@ -91,8 +92,6 @@ class SageMakerBackend:
         return self._request(spec, secrets)
 
     def submit(self, spec: JobSpec, secrets: Mapping[str, str]) -> Job:
-        from lbm.jobs.backend import JobNameTaken
-
         self.check(spec)
         if self._find(spec.name, [spec.queue]) is not None:
             raise JobNameTaken(f"job name {spec.name} is taken in queue {spec.queue}")
