@@ -37,7 +37,7 @@ def spec_on(site_path, **changes):
     bucket = site.region(REGION).bucket
     name = changes.pop("name", "jane-lbm-training-2026-12-01-11-00-00-000")
     artifact = f"{bucket}/sagemaker_outputs/jane-lbm/{name}/"
-    return job_spec(name=name, artifact_uri=artifact, instance_count=2, **changes)
+    return job_spec(**{"name": name, "artifact_uri": artifact, "instance_count": 2, **changes})
 
 
 def test_a_job_through_every_state_with_the_training_job_of_its_attempt(
@@ -57,7 +57,7 @@ def test_a_job_through_every_state_with_the_training_job_of_its_attempt(
     batch_emulator.finish(spec.name)
     done = backend.describe(spec.name)
     seen.append(done.state)
-    assert seen == list(JobState)
+    assert seen == [s for s in JobState if s is not JobState.FAILED]
     (attempt,) = done.attempts
     assert attempt.engine_resource.endswith(f"training-job/{training_job}")
     assert done.spec.artifact_uri == spec.artifact_uri

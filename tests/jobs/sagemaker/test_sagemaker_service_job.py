@@ -112,7 +112,7 @@ def test_the_whole_state_sequence_and_the_training_job_of_each_attempt(batch):
     seen = [
         read_service_job(batch.client.describe_service_job(jobId=batch_job_id(JOB_NAME))) for _ in SEQUENCE
     ]
-    assert [job.state for job in seen] == list(JobState)
+    assert [job.state for job in seen] == [s for s in JobState if s is not JobState.FAILED]
     assert [job.training_job_name for job in seen[:4]] == [None] * 4
     expected_name = training_job_arn(JOB_NAME, 1).rsplit("/", 1)[1]
     assert {job.training_job_name for job in seen[4:]} == {expected_name}
