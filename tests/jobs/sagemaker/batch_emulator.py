@@ -72,7 +72,9 @@ class BatchEmulator:
         self.refused: list[str] = []
         self.regions_seen: set[str] = set()  # the regions requests were signed for
         self.credentials_expired = False  # answer every request as AWS does once a session token expired
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.outcomes: dict[str, str] | None = None  # see `drive`
+        self.held_queues: set[str] = set()
         self.sagemaker = boto3.client("sagemaker", region_name=REGION)
         self.logs = boto3.client("logs", region_name=REGION)
         emulator = self
@@ -121,6 +123,9 @@ class BatchEmulator:
                 raise Refused("ClientException", f"invalid request: {error}") from None
             with self.lock:
                 self.requests.append((operation, body))
+                if self.outcomes is not None:
+                    for job in list(self.jobs.values()):
+                        self._step(job)
                 return 200, getattr(self, f"_{operation}")(body), {}
         except Refused as refused:
             return refused.status, {"message": refused.message}, {"x-amzn-ErrorType": refused.code}
@@ -329,3 +334,35 @@ class BatchEmulator:
         job.update(status=status, statusReason=reason, stoppedAt=now, isTerminated=True)
         if job["attempts"]:
             job["attempts"][-1].update(stoppedAt=now, statusReason=reason)
+
+    # --- the engine on its own -----------------------------------------------------------------------------
+
+    def drive(self, outcomes: dict[str, str], held_queues: set[str]) -> None:
+        """From now on, each request moves every job one state on: through the queue (jobs on
+        `held_queues` stay RUNNABLE, as on a queue others fill), a started attempt that logs
+        `contract job <name>`, then the end `outcomes[name]` gives ("succeed", "fail"; "hold" runs until
+        `release`)."""
+        self.outcomes = outcomes
+        self.held_queues = held_queues
+
+    def release(self, name: str) -> None:
+        with self.lock:
+            self.outcomes[name] = "succeed"
+
+    def _step(self, job: dict[str, Any]) -> None:
+        name, status = job["jobName"], job["status"]
+        queue = job["jobQueue"].rsplit("/", 1)[-1]
+        following = {"SUBMITTED": "PENDING", "PENDING": "RUNNABLE", "RUNNABLE": "SCHEDULED"}
+        if status in following and not (status == "RUNNABLE" and queue in self.held_queues):
+            job["status"] = following[status]
+        elif status == "SCHEDULED":
+            self.start(name)
+        elif status == "STARTING":
+            self.run(name, {1: [f"contract job {name}"]})
+        elif status == "RUNNING" and self.outcomes.get(name, "succeed") != "hold":
+            failed = self.outcomes.get(name) == "fail"
+            self._end(
+                job,
+                "FAILED" if failed else "SUCCEEDED",
+                "AlgorithmError: exit code 3" if failed else "Essential container in task exited",
+            )

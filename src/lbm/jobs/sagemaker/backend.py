@@ -124,7 +124,7 @@ class SageMakerBackend:
         return notes
 
     def _request(self, spec: JobSpec, secrets: Mapping[str, str]) -> dict[str, Any]:
-        environment = job_environment(spec, attempt=1, output_dir=OUTPUT_DATA_DIR)
+        environment = job_environment(spec, attempt=0, output_dir=OUTPUT_DATA_DIR)
         environment.update(secrets)
         if self.settings.wandb_secret_id:
             environment.pop(WANDB_KEY, None)
