@@ -272,3 +272,22 @@ def test_region_and_profile_choose_where_requests_go(env, batch_emulator, tmp_pa
 def test_expired_credentials_say_to_log_in_again(env, batch_emulator):
     batch_emulator.credentials_expired = True
     one_line_error(run(env, "sagey", "ls"), "expired", "log in again: aws sso login")
+
+
+LIGHT = """
+import contextlib, io, json, sys
+from lbm.cli import batchy, sagey
+HEAVY = ("torch", "torchvision", "transformers", "diffusers", "hydra", "omegaconf", "sagemaker")
+with contextlib.redirect_stdout(io.StringIO()):
+    codes = [sagey.main(["ls"]), sagey.main(["usage"])]
+    codes += [batchy.main(["list-queues"]), batchy.main(["ls", "p5"])]
+print(json.dumps({"codes": codes, "loaded": sorted(m for m in HEAVY if m in sys.modules)}))
+"""
+
+
+def test_listing_commands_import_no_torch_and_no_sagemaker_sdk(env, batch_emulator):
+    result = subprocess.run(
+        [sys.executable, "-c", LIGHT], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"codes": [0, 0, 0, 0], "loaded": []}
