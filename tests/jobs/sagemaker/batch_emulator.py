@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
-from sagemaker_harness import ACCOUNT, REGION, check_documented_batch_rules
+from sagemaker_harness import ACCOUNT, REGION, check_documented_batch_rules, summary_of
 
 from lbm.jobs.sagemaker.service_model import check_request
 
@@ -72,6 +72,7 @@ class BatchEmulator:
         self.refused: list[str] = []
         self.regions_seen: set[str] = set()  # the regions requests were signed for
         self.credentials_expired = False  # answer every request as AWS does once a session token expired
+        self.throttle = 0  # answer this many next requests as AWS does when it throttles
         self.lock = threading.RLock()
         self.outcomes: dict[str, str] | None = None  # see `drive`
         self.held_queues: set[str] = set()
@@ -111,6 +112,9 @@ class BatchEmulator:
     def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         operation = OPERATIONS.get(path.split("?")[0])
         try:
+            if self.throttle:
+                self.throttle -= 1
+                raise Refused("ThrottlingException", "Rate exceeded", 429)
             if self.credentials_expired:
                 raise Refused("ExpiredTokenException", "The security token in the request is expired", 403)
             if operation is None:
@@ -190,21 +194,7 @@ class BatchEmulator:
         jobs.sort(key=lambda j: j["createdAt"], reverse=True)
         start = int(body.get("nextToken", 0))
         size = min(self.page_size, body.get("maxResults", self.page_size))
-        keys = (
-            "latestAttempt",
-            "createdAt",
-            "jobArn",
-            "jobId",
-            "jobName",
-            "serviceJobType",
-            "shareIdentifier",
-            "status",
-            "statusReason",
-            "startedAt",
-            "stoppedAt",
-            "isTerminated",
-        )
-        page = [{k: j[k] for k in keys if k in j} for j in jobs[start : start + size]]
+        page = [summary_of(j) for j in jobs[start : start + size]]
         answer: dict[str, Any] = {"jobSummaryList": page}
         if start + size < len(jobs):
             answer["nextToken"] = str(start + size)

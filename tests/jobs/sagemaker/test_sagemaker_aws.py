@@ -1,15 +1,11 @@
-"""AWS calls as a user meets them: throttling retried with backoff (against a real HTTP server that
-throttles), and expired logins, missing profiles and refusals as one line."""
+"""AWS calls as a user meets them: throttling retried with backoff (botocore's, against the Batch emulator
+answering ThrottlingException over HTTP), and expired logins, missing profiles and refusals as one line."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from botocore.stub import Stubber
-from sagemaker_harness import JOB_NAME, batch_job_id, describe_response
+from sagemaker_harness import QUEUE
 
 from lbm.errors import LbmError
 from lbm.jobs.sagemaker.aws import AwsClients
@@ -36,51 +32,14 @@ def aws_home(tmp_path, monkeypatch):
     return tmp_path
 
 
-class ThrottlingBatch(BaseHTTPRequestHandler):
-    """DescribeServiceJob, refusing the first `throttle` requests as AWS does when it throttles."""
-
-    throttle = 2
-    requests: list[str] = []
-
-    def do_POST(self):  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        type(self).requests.append(self.path)
-        if len(self.requests) <= self.throttle:
-            body, status = {"__type": "ThrottlingException", "message": "Rate exceeded"}, 429
-        else:
-            body, status = describe_response(JOB_NAME, "RUNNABLE"), 200
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        if status != 200:
-            self.send_header("x-amzn-ErrorType", "ThrottlingException")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def throttling_batch(moto_endpoint, monkeypatch):
-    ThrottlingBatch.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ThrottlingBatch)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_port}")
-    yield ThrottlingBatch
-    server.shutdown()
-    thread.join()
-
-
-def test_a_throttled_request_is_retried_with_backoff(throttling_batch):
+def test_a_throttled_request_is_retried_with_backoff(batch_emulator):
+    batch_emulator.throttle = 2
     aws = AwsClients("us-east-1")
     with aws.errors():
-        answer = aws.client("batch").describe_service_job(jobId=batch_job_id(JOB_NAME))
-    assert answer["status"] == "RUNNABLE"
+        answer = aws.client("batch").describe_job_queues(jobQueues=[QUEUE])
+    assert [q["jobQueueName"] for q in answer["jobQueues"]] == [QUEUE]
     assert answer["ResponseMetadata"]["RetryAttempts"] == 2
-    assert throttling_batch.requests == ["/v1/describeservicejob"] * 3
+    assert batch_emulator.throttle == 0 and [op for op, _ in batch_emulator.requests] == ["DescribeJobQueues"]
 
 
 @pytest.mark.parametrize(
