@@ -7,6 +7,7 @@ import json
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from sagemaker_harness import (
     AWS_CAPACITY,
     P4D_QUEUE,
@@ -148,6 +149,36 @@ def test_logs_of_every_host_and_following_to_the_end(backend, batch_emulator, sa
     batch_emulator.write_log(training_job, {1: ["[metrics] step=1 train_loss=0.5"]})
     batch_emulator.finish(spec.name)
     assert list(lines) == ["[algo-1] [metrics] step=1 train_loss=0.5"]
+
+
+def test_following_goes_on_to_the_next_attempt(backend, batch_emulator, sagemaker_site):
+    spec = spec_on(sagemaker_site)
+    backend.submit(spec, secrets={})
+    batch_emulator.start(spec.name)
+    batch_emulator.run(spec.name, {1: ["first attempt", "Traceback: NCCL timeout"]})
+    lines = backend.logs(spec.name, follow=True)
+    assert [next(lines), next(lines)] == ["[algo-1] first attempt", "[algo-1] Traceback: NCCL timeout"]
+    second = batch_emulator.start(spec.name)  # Batch retries: a new training job
+    batch_emulator.run(spec.name, {1: ["resumed from step 100"]})
+    batch_emulator.finish(spec.name)
+    assert list(lines) == [f"[lbm] attempt 2: training job {second}", "[algo-1] resumed from step 100"]
+
+
+def test_a_failed_job_says_why_sagemaker_failed_it(backend, batch_emulator, sagemaker_site):
+    spec = spec_on(sagemaker_site)
+    backend.submit(spec, secrets={})
+    training_job = batch_emulator.start(spec.name)
+    batch_emulator.finish(spec.name, "FAILED", "Essential container in task exited")
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    described = sagemaker.describe_training_job(TrainingJobName=training_job)
+    failure = "AlgorithmError: ExecuteUserScriptError: CUDA out of memory"
+    # moto's training jobs complete at once, without a FailureReason: SageMaker's answer for a failed one.
+    answer = {k: v for k, v in described.items() if k != "ResponseMetadata"}
+    answer.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=failure)
+    with Stubber(backend.aws.client("sagemaker")) as stubber:
+        stubber.add_response("describe_training_job", answer, {"TrainingJobName": training_job})
+        reason = backend.describe(spec.name).status_reason
+    assert reason == f"Essential container in task exited; SageMaker: {failure}"
 
 
 def test_stop_terminates_with_the_reason(backend, batch_emulator, sagemaker_site):

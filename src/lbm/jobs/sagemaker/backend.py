@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 from lbm.errors import LbmError
@@ -159,7 +159,17 @@ class SageMakerBackend:
             return read_service_job(self._batch().describe_service_job(jobId=job_id))
 
     def describe(self, name: str) -> Job:
-        return self._job(self._service_job(name))
+        """The job; a failed one's status reason carries SageMaker's FailureReason of its last attempt."""
+        found = self._service_job(name)
+        job = self._job(found)
+        if found.state is JobState.FAILED and found.training_job_arn is not None:
+            with self.aws.errors():
+                failure = self._training_job(found.training_job_arn).get("FailureReason")
+            if failure and failure not in (job.status_reason or ""):
+                job.status_reason = (
+                    f"{job.status_reason}; SageMaker: {failure}" if job.status_reason else failure
+                )
+        return job
 
     def list(
         self,
@@ -184,24 +194,45 @@ class SageMakerBackend:
 
     def logs(self, name: str, *, from_head: bool = False, follow: bool = False) -> Iterator[str]:
         """Every host's CloudWatch lines of the job's latest training job; with `follow`, from when
-        SageMaker starts it until the job ends."""
+        SageMaker starts it until the job ends, going on to the next attempt's training job (all of it)
+        when Batch retries."""
         job = self._service_job(name)
-        while job.training_job_arn is None:
-            if not follow or job.state.is_terminal:
-                raise LbmError(
-                    f"job {name} is {job.state.value}: it has no log until its training job starts"
-                )
-            time.sleep(self.poll_interval_s)
-            job = self._service_job(name)
+        while True:
+            while job.training_job_arn is None:
+                if not follow or job.state.is_terminal:
+                    raise LbmError(
+                        f"job {name} is {job.state.value}: it has no log until its training job starts"
+                    )
+                time.sleep(self.poll_interval_s)
+                job = self._service_job(name)
+            followed = job.training_job_arn
+            job = yield from self._attempt_log(name, job, from_head=from_head, follow=follow)
+            if not follow or job.training_job_arn == followed:
+                return
+            yield f"[lbm] attempt {len(job.attempts)}: training job {job.training_job_name}"
+            from_head = True
+
+    def _attempt_log(
+        self, name: str, job: ServiceJob, *, from_head: bool, follow: bool
+    ) -> Generator[str, None, ServiceJob]:
+        """The lines of the training job of `job`'s latest attempt, followed while the job runs that
+        attempt; returns the job as last seen."""
+        arn = job.training_job_arn
+        seen = [job]
+
+        def same_attempt_running() -> bool:
+            seen.append(self._service_job(name))
+            return not seen[-1].state.is_terminal and seen[-1].training_job_arn == arn
+
         with self.aws.errors():
-            training_job = self._training_job(job.training_job_arn)["TrainingJobName"]
-            reader = TrainingJobLogs(self.aws.client("logs"), training_job)
+            reader = TrainingJobLogs(self.aws.client("logs"), self._training_job(arn)["TrainingJobName"])
             yield from reader.lines(
                 from_head=from_head,
                 follow=follow,
-                still_running=lambda: not self._service_job(name).state.is_terminal,
+                still_running=same_attempt_running,
                 poll_interval_s=self.poll_interval_s,
             )
+        return seen[-1]
 
     def _training_job(self, arn: str) -> dict[str, Any]:
         """DescribeTrainingJob of the training job in `arn` (its name as SageMaker spells it, its metrics)."""
