@@ -45,7 +45,8 @@ def test_a_job_through_every_state_with_the_training_job_of_its_attempt(
     backend, batch_emulator, sagemaker_site
 ):
     spec = spec_on(sagemaker_site)
-    job = backend.submit(spec, secrets={"WANDB_API_KEY": "wandb-key-of-jane"})
+    aws_login = {"AWS_ACCESS_KEY_ID": "ASIAJANE", "AWS_SECRET_ACCESS_KEY": "jane-secret", "AWS_PROFILE": "sm"}
+    job = backend.submit(spec, secrets={"WANDB_API_KEY": "wandb-key-of-jane", **aws_login})
     assert job.state is JobState.SUBMITTED and job.engine_id == batch_emulator.job(spec.name)["jobId"]
     seen = [backend.describe(spec.name).state]
     for status in ("PENDING", "RUNNABLE", "SCHEDULED"):
@@ -73,6 +74,7 @@ def test_a_job_through_every_state_with_the_training_job_of_its_attempt(
     )
     payload = json.loads(batch_emulator.job(spec.name)["serviceRequestPayload"])
     assert payload["Environment"]["WANDB_API_KEY"] == "wandb-key-of-jane"
+    assert not set(aws_login) & set(payload["Environment"])  # the training job runs as the site's role
     assert payload["Environment"]["LBM_CONFIG_URI"] == f"{spec.artifact_uri}config.yaml"
 
 

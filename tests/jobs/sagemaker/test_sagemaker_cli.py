@@ -79,6 +79,7 @@ def test_launch_queues_a_service_job_and_stores_the_config(env, batch_emulator, 
     assert "wandbSecretId" in result.stdout  # the note: the key travels in the job's environment
     assert FAKE_WANDB_KEY not in result.stdout + result.stderr
     (request,) = submitted(batch_emulator)
+    assert env["AWS_SECRET_ACCESS_KEY"] not in json.dumps(request)  # the training job runs as the site's role
     assert (request["jobName"], request["jobQueue"], request["shareIdentifier"]) == (
         name,
         P5_QUEUE,

@@ -35,7 +35,7 @@ from lbm.jobs.sagemaker.training_job import (
     max_runtime_seconds,
     training_job_request,
 )
-from lbm.secrets import REDACTED
+from lbm.secrets import AWS_CREDENTIAL_NAMES, REDACTED
 from lbm.storage.layout import config_uri
 
 # A SageMaker service environment counts its capacity in instances.
@@ -124,10 +124,11 @@ class SageMakerBackend:
         return notes
 
     def _request(self, spec: JobSpec, secrets: Mapping[str, str]) -> dict[str, Any]:
+        """The SubmitServiceJob request. The training job runs as the site's role: the submitter's AWS
+        credentials stay out of it, and the W&B key too when the site names its secret."""
         environment = job_environment(spec, attempt=0, output_dir=OUTPUT_DATA_DIR)
-        environment.update(secrets)
-        if self.settings.wandb_secret_id:
-            environment.pop(WANDB_KEY, None)
+        left_out = {*AWS_CREDENTIAL_NAMES, *([WANDB_KEY] if self.settings.wandb_secret_id else [])}
+        environment.update({name: value for name, value in secrets.items() if name not in left_out})
         payload = training_job_request(
             spec,
             self.settings,
