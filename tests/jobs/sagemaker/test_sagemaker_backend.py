@@ -22,8 +22,11 @@ from lbm.errors import LbmError
 from lbm.jobs.backend import JobNameTaken
 from lbm.jobs.model import JobState
 from lbm.jobs.sagemaker.backend import SageMakerBackend
+from lbm.jobs.watcher import JobWatcher
+from lbm.notify.slack import SlackNotifier
 from lbm.secrets import REDACTED
 from lbm.site import load_site
+from webhook import serving_webhook
 
 
 @pytest.fixture
@@ -257,3 +260,24 @@ def test_final_metrics_come_from_the_training_job(backend, batch_emulator, sagem
 def test_unknown_jobs_are_one_line(backend):
     with pytest.raises(LbmError, match=r"unknown job 'nobody-lbm-training-x' in region us-east-1"):
         backend.describe("nobody-lbm-training-x")
+
+
+def test_slack_hears_running_and_failed_from_the_watcher(backend, batch_emulator, sagemaker_site, tmp_path):
+    spec = spec_on(sagemaker_site)
+    with serving_webhook() as hook:
+        watcher = JobWatcher(
+            backend, SlackNotifier(hook.url, ("RUNNING", "FAILED")), tmp_path / "watch.sqlite"
+        )
+        assert watcher.poll() == []
+        backend.submit(spec, secrets={})
+        batch_emulator.start(spec.name)
+        batch_emulator.run(spec.name)
+        watcher.poll()
+        batch_emulator.finish(spec.name, "FAILED", "AlgorithmError: exit code 3")
+        watcher.poll()
+        watcher.poll()
+        watcher.close()
+    assert [p["text"].splitlines()[0] for p in hook.payloads] == [
+        f"Job {spec.name} is RUNNING (owner jane, queue {P5_QUEUE})",
+        f"Job {spec.name} is FAILED (owner jane, queue {P5_QUEUE}): AlgorithmError: exit code 3",
+    ]
