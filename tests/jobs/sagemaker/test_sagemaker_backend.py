@@ -281,3 +281,16 @@ def test_slack_hears_running_and_failed_from_the_watcher(backend, batch_emulator
         f"Job {spec.name} is RUNNING (owner jane, queue {P5_QUEUE})",
         f"Job {spec.name} is FAILED (owner jane, queue {P5_QUEUE}): AlgorithmError: exit code 3",
     ]
+
+
+def test_a_retried_submit_carries_the_same_client_token(backend, batch_emulator, sagemaker_site):
+    spec = spec_on(sagemaker_site)
+    again = SageMakerBackend(load_site().region(REGION))  # e.g. the launcher run again after a timeout
+    token = backend.dry_run(spec)["clientToken"]
+    assert again.dry_run(spec)["clientToken"] == token
+    assert backend.dry_run(spec_on(sagemaker_site, name=f"{spec.name[:-3]}001"))["clientToken"] != token
+    first = backend.submit(spec, secrets={})
+    request = next(body for op, body in batch_emulator.requests if op == "SubmitServiceJob")
+    assert request["clientToken"] == token
+    assert again.aws.client("batch").submit_service_job(**request)["jobId"] == first.engine_id
+    assert len(backend.list()) == 1
