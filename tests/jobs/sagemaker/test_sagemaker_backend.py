@@ -67,6 +67,7 @@ def test_a_job_through_every_state_with_the_training_job_of_its_attempt(
     assert attempt.engine_resource.endswith(f"training-job/{training_job}")
     assert done.spec.artifact_uri == spec.artifact_uri
     assert done.spec.owner == "jane" and done.spec.instance_count == 2 and done.spec.nproc_per_node == 8
+    assert (done.spec.retries, done.spec.max_runtime_s, done.spec.priority) == (2, 2 * 86400.0, 10)
     assert done.spec.command == (
         "lbm",
         "train",

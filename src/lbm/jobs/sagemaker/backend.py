@@ -392,6 +392,7 @@ class SageMakerBackend:
             instance_count=resources.get("InstanceCount", 1),
             nproc_per_node=nproc,
             max_runtime_s=float(runtime) if runtime else None,
+            retries=found.retries,
             region=self.region.name,
             image_uri=payload.get("AlgorithmSpecification", {}).get("TrainingImage"),
             team=site_queue.team if site_queue else None,

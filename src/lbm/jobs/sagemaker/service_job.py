@@ -91,6 +91,7 @@ class ServiceJob:
     stopped_at: float | None = None
     share_identifier: str | None = None
     scheduling_priority: int | None = None
+    retries: int = 0
     training_job_arn: str | None = None
     attempts: tuple[ServiceJobAttempt, ...] = ()
     payload: dict[str, Any] | None = None
@@ -135,6 +136,7 @@ def read_service_job(response: dict[str, Any]) -> ServiceJob:
         stopped_at=_seconds(response.get("stoppedAt")),
         share_identifier=response.get("shareIdentifier"),
         scheduling_priority=response.get("schedulingPriority"),
+        retries=response.get("retryStrategy", {}).get("attempts", 1) - 1,
         training_job_arn=_resource_arn(response.get("latestAttempt", {})),
         attempts=attempts,
         payload=json.loads(payload) if payload else None,
