@@ -178,6 +178,17 @@ def test_a_region_without_good_settings_is_one_line(
     assert batch_emulator.requests == [] and bucket_keys(s3_bucket) == []
 
 
+def test_a_login_to_another_account_is_one_line(env, batch_emulator, s3_bucket, sagemaker_site):
+    other = 'sagemaker: {account: "210987654321", roleArn: "arn:aws:iam::210987654321:role/lbm"}'
+    sagemaker_site.write_text(site_yaml(s3_bucket[0], sagemaker_block=other))
+    one_line_error(
+        run(env, "lbm", "launch", *LAUNCH),
+        "your AWS login (profile default) is for account 123456789012, but region us-east-1 runs in "
+        "account 210987654321",
+    )
+    assert submitted(batch_emulator) == [] and bucket_keys(s3_bucket) == []
+
+
 @pytest.fixture
 def running_job(env, batch_emulator):
     """A job of jane-doe's that runs on two hosts and has logged a W&B link and a metrics line."""

@@ -68,9 +68,17 @@ class SageMakerBackend:
     # --- queueing ------------------------------------------------------------------------------------------
 
     def check(self, spec: JobSpec) -> list[str]:
-        """The site's rules, the request against the service models, and the instance count against the
-        capacity of the queue's service environments (read from AWS)."""
+        """The site's rules, the request against the service models, the AWS login's account against the
+        site's, and the instance count against the capacity of the queue's service environments."""
         notes = self._check_site(spec)
+        with self.aws.errors():
+            account = self.aws.client("sts").get_caller_identity()["Account"]
+        if account != self.settings.account:
+            raise LbmError(
+                f"your AWS login (profile {self.aws.session.profile_name}) is for account {account}, but "
+                f"region {self.region.name} runs in account {self.settings.account}; log in to that "
+                "account or pass another --profile"
+            )
         capacity = self._capacities(self._queue_details([spec.queue]))[spec.queue]
         if capacity is not None and spec.instance_count > capacity:
             raise LbmError(
