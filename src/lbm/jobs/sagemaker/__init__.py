@@ -1,1 +1,1 @@
-"""SageMaker training jobs through AWS Batch service jobs, and the entry point their container runs."""
+"""SageMaker training jobs through AWS Batch service job queues."""
