@@ -108,6 +108,7 @@ def test_metric_definitions_read_the_trainers_metrics_line():
     assert definitions["val_loss"].search(no_val) is None
     assert float(definitions["train_loss"].search(no_val).group(1)) == 1.5
     assert definitions["train_loss"].search("loss went down, train_loss=3 said someone") is None
+    assert float(definitions["val_loss"].search(f"[rank0]:{line}").group(1)) == pytest.approx(0.0535)
 
 
 @pytest.mark.parametrize(

@@ -29,8 +29,9 @@ TAG_PROJECT = "project"
 
 
 def metric_definitions() -> list[dict[str, str]]:
-    """SageMaker metric definitions that read train_loss and val_loss from the trainer's `[metrics]` lines."""
-    return [{"Name": name, "Regex": rf"^\[metrics\] .*\b{name}=(\S+)"} for name in METRIC_NAMES]
+    """SageMaker metric definitions that read train_loss and val_loss from the trainer's `[metrics]` lines
+    (wherever the line starts: torchrun may put a rank in front)."""
+    return [{"Name": name, "Regex": rf"\[metrics\] .*\b{name}=(\S+)"} for name in METRIC_NAMES]
 
 
 def max_runtime_seconds(spec: JobSpec) -> int:
