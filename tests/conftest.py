@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: a moto S3 server process and fresh buckets on it."""
+"""Fixtures shared by every test folder: a moto server process (S3, SageMaker, CloudWatch Logs, STS and
+the other services moto emulates) and fresh buckets on it."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ S3_CREDENTIALS = {
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a moto S3 server process (`moto_server` of this installation) on 127.0.0.1."""
+    """URL of a moto server process (`moto_server` of this installation, every service) on 127.0.0.1."""
     port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
     server = subprocess.Popen(

@@ -126,8 +126,9 @@ def test_sagemaker_example_loads_and_lists(monkeypatch: pytest.MonkeyPatch):
     assert east.main_image == "lbm-sagemaker"
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
     assert site.region(None).name == "us-west-2"
-    with pytest.raises(LbmError, match="backend 'sagemaker' is not available in this version"):
-        backend_for(east).list()
+    settings = backend_for(east).settings
+    assert (settings.account, settings.wandb_secret_id) == ("123456789012", "lbm/wandb-api-key")
+    assert resolve_queue(east, "p5").fair_share and not east.queue("mvdp-ml-p5-48xlarge-us-east-1").fair_share
 
 
 def test_aws_default_region_outside_the_site_is_ignored(monkeypatch: pytest.MonkeyPatch):

@@ -44,6 +44,7 @@ regions:
     backend: sagemaker
     bucket: s3://far-bucket
     prefix: sagemaker_outputs
+    sagemaker: {{account: "123456789012", roleArn: "arn:aws:iam::123456789012:role/lbm-training"}}
     queues:
       - {{name: far-p5, instanceType: ml.p5.48xlarge, capacity: 4}}
 """
@@ -171,10 +172,20 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "WANDB_API_KEY": FAKE_WANDB_KEY,
         "NETRC": str(tmp_path / "no-netrc"),
+        # No AWS login: the `far` (SageMaker) region's commands reach no AWS account.
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    for name in ("AWS_DEFAULT_REGION", "AWS_PROFILE", "LBM_SLACK_WEBHOOK_URL"):
+    for name in (
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "LBM_SLACK_WEBHOOK_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path / "work")
     backend = LocalBackend(load_site().region("local"), tmp_path / "home")

@@ -207,10 +207,11 @@ def test_bad_input_is_one_line_and_exit_2(world):
     world.assert_user_error(world.run("batchy", "cancel", "test-cpu", "ghost"), "no job named 'ghost'")
     world.assert_user_error(world.run("batchy", "list-queues", "--region", "mars"), "unknown region 'mars'")
     world.assert_user_error(
-        world.run("batchy", "ls", "far-p5", "--region", "far"), "backend 'sagemaker' is not available"
+        world.run("batchy", "ls", "far-p5", "--region", "far"), "no AWS credentials found; log in"
     )
-    listed = json.loads(world.run("batchy", "list-queues", "--json", AWS_DEFAULT_REGION="far").stdout)
-    assert [q["name"] for q in listed] == ["far-p5"]
+    world.assert_user_error(  # the queues come from AWS
+        world.run("batchy", "list-queues", "--json", AWS_DEFAULT_REGION="far"), "no AWS credentials found"
+    )
 
 
 def test_batchy_imports_no_torch_hydra_or_omegaconf(world):

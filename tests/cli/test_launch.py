@@ -98,7 +98,7 @@ def test_launcher_file_settings_and_flags(world):
     ("args", "fragments"),
     [
         (("--region", "mars"), ["unknown region 'mars'"]),
-        (("--region", "far"), ["backend 'sagemaker' is not available"]),
+        (("--region", "far"), ["no AWS credentials found; log in"]),
         (("--queue", "nope"), ["unknown queue or nickname 'nope'"]),
         (("--instance-type", "p9"), ["unknown instance type 'p9'", "small"]),
         (("--num-epochs", "0"), ["--num-epochs must be 1 or more, got 0"]),

@@ -197,11 +197,9 @@ def test_bad_input_is_one_line_and_exit_2(world):
     world.assert_user_error(world.run("sagey", "stop", "nope"), "no job named 'nope'")
     world.assert_user_error(world.run("sagey", "logs", "nope"), "no job named 'nope'")
     world.assert_user_error(world.run("sagey", "ls", "--region", "mars"), "unknown region 'mars'")
+    world.assert_user_error(world.run("sagey", "ls", "--region", "far"), "no AWS credentials found; log in")
     world.assert_user_error(
-        world.run("sagey", "ls", "--region", "far"), "backend 'sagemaker' is not available"
-    )
-    world.assert_user_error(
-        world.run("sagey", "ls", AWS_DEFAULT_REGION="far"), "backend 'sagemaker' is not available"
+        world.run("sagey", "ls", AWS_DEFAULT_REGION="far"), "no AWS credentials found; log in"
     )
     world.assert_user_error(world.run("sagey", "frobnicate"), "invalid choice")
     world.assert_user_error(

@@ -23,6 +23,7 @@ regions:
     backend: sagemaker
     bucket: s3://some-bucket
     prefix: sagemaker_outputs
+    sagemaker: {account: "123456789012", roleArn: "arn:aws:iam::123456789012:role/lbm-training"}
     queues:
       - {name: there-p5, instanceType: ml.p5.48xlarge, capacity: 4}
 """

@@ -20,7 +20,7 @@ from lbm.storage.layout import METRICS_FILE
 
 if TYPE_CHECKING:
     from lbm.jobs.backend import Backend
-    from lbm.jobs.model import Job
+    from lbm.jobs.model import Job, Queue
     from lbm.jobs.region import Region
 
 CURVE_WIDTH = 60
@@ -61,23 +61,23 @@ def parser() -> ArgumentParser:
 def command(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     region = region_from(args)
-    if args.command == "list-queues":
-        return list_queues(region, args.json)
     if args.command in ("add-nickname", "add-queue"):
         path = add_nickname(region, args.nickname, args.queue)
         print(f"{args.nickname} -> {resolve_queue(region, args.nickname).name} (saved in {path})")
         return 0
-    queue = resolve_queue(region, args.queue).name
     from lbm.jobs.registry import backend_for
 
     backend = backend_for(region)
+    if args.command == "list-queues":
+        return list_queues(region, backend.queues(), args.json)
+    queue = resolve_queue(region, args.queue).name
     if args.command == "ls":
         return list_active(backend, queue, args.json)
     if args.command == "completed-jobs":
         return list_completed(backend, queue, args.limit, args.json)
     if args.command in ("cancel", "cancel-job"):
         return cancel_job(backend, queue, args.job, args.force)
-    return model_metrics(job_in_queue(backend, queue, args.job), args.json)
+    return model_metrics(job_in_queue(backend, queue, args.job), args.json, backend)
 
 
 def job_in_queue(backend: Backend, queue: str, name: str) -> Job:
@@ -87,7 +87,8 @@ def job_in_queue(backend: Backend, queue: str, name: str) -> Job:
     return job
 
 
-def list_queues(region: Region, as_json: bool) -> int:
+def list_queues(region: Region, queues: list[Queue], as_json: bool) -> int:
+    """The queues as the backend serves them (AWS Batch: as AWS has them), with the site's nicknames."""
     nicknames: dict[str, list[str]] = {}
     for nickname, queue in nicknames_for(region).items():
         nicknames.setdefault(queue, []).append(nickname)
@@ -102,7 +103,7 @@ def list_queues(region: Region, as_json: bool) -> int:
             "weight_factors": q.weight_factors,
             "nicknames": nicknames.get(q.name, []),
         }
-        for q in region.queues
+        for q in queues
     ]
     if as_json:
         print_json(records)
@@ -249,14 +250,21 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def model_metrics(job: Job, as_json: bool) -> int:
+def model_metrics(job: Job, as_json: bool, backend: Backend) -> int:
+    """The job's metrics.jsonl summed up, and the final metrics of its engine when it keeps them
+    (`final_metrics(name)`: SageMaker's FinalMetricDataList)."""
     url = f"{job.artifact_uri.rstrip('/')}/{METRICS_FILE}"
     summary = {"job": job.name, "state": job.state.value, "metrics_uri": url, **summarize(read_metrics(url))}
+    engine_metrics = getattr(backend, "final_metrics", None)
+    if engine_metrics is not None:
+        summary["final_metrics"] = engine_metrics(job.name)
     if as_json:
         print_json(summary)
         return 0
     final, best = summary["final"], summary["best"]
     print(f"job:     {job.name} ({job.state.value})")
+    if summary.get("final_metrics"):
+        print("engine:  " + ", ".join(f"{k} {v:.6g}" for k, v in summary["final_metrics"].items()))
     print(f"metrics: {url} ({summary['records']} steps logged)")
     print(f"final:   step {final.get('step', '-')}, epoch {final.get('epoch', '-')}")
     rows = [

@@ -68,6 +68,7 @@ class JobSpec:
     team: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     resolved_config: str = ""
+    owner_email: str | None = None
 
 
 @dataclass

@@ -14,14 +14,20 @@ from lbm.launch.names import dns_safe
 MAIN_OWNER = "main"
 
 
-def current_user() -> str:
-    """The local part of `git config user.email`, else the OS user; lower-case and DNS-safe."""
+def current_email() -> str | None:
+    """`git config user.email` of the launching user (None when git has none)."""
     try:
         email = subprocess.run(
             ["git", "config", "user.email"], capture_output=True, text=True, timeout=5, check=False
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         email = ""
+    return email or None
+
+
+def current_user() -> str:
+    """The local part of `git config user.email`, else the OS user; lower-case and DNS-safe."""
+    email = current_email()
     name = dns_safe(email.split("@", 1)[0]) if email else ""
     if not name:
         try:

@@ -19,7 +19,7 @@ from lbm.jobs.backend import JobNameTaken
 from lbm.jobs.model import Job, JobSpec, Queue
 from lbm.jobs.registry import REGISTRY, backend_info
 from lbm.launch.names import job_name, next_moment
-from lbm.launch.owner import job_owner
+from lbm.launch.owner import current_email, job_owner
 from lbm.launch.spec import DEFAULT_CONFIG, LaunchSpec
 from lbm.site.nicknames import resolve_queue
 from lbm.storage.layout import artifact_uri, check_writable, config_uri
@@ -44,6 +44,7 @@ class Submission:
     config: DictConfig
     overrides: list[str]
     notes: list[str] = field(default_factory=list)
+    owner_email: str | None = None
 
     def artifact_uri(self, name: str) -> str:
         return artifact_uri(self.region, self.owner, name, self.launch.task_name)
@@ -81,6 +82,7 @@ class Submission:
             task_name=launch.task_name,
             team=launch.team.lower() if launch.team else None,
             resolved_config=to_yaml(config),
+            owner_email=self.owner_email,
         )
 
 
@@ -104,7 +106,7 @@ def plan(launch: LaunchSpec, site: Site) -> Submission:
     launch = dataclasses.replace(
         launch, config_file=launch.config_file or DEFAULT_CONFIG, config_dir=config_dir
     )
-    return Submission(launch, region, queue, owner, config, overrides, notes)
+    return Submission(launch, region, queue, owner, config, overrides, notes, owner_email=current_email())
 
 
 def _compose(
