@@ -65,7 +65,7 @@ def command(argv: Sequence[str]) -> int:
         path = add_nickname(region, args.nickname, args.queue)
         print(f"{args.nickname} -> {resolve_queue(region, args.nickname).name} (saved in {path})")
         return 0
-    from lbm.jobs.registry import backend_for
+    from lbm.jobs.registry import backend_for, backend_info
 
     backend = backend_for(region)
     if args.command == "list-queues":
@@ -76,7 +76,7 @@ def command(argv: Sequence[str]) -> int:
     if args.command == "completed-jobs":
         return list_completed(backend, queue, args.limit, args.json)
     if args.command in ("cancel", "cancel-job"):
-        return cancel_job(backend, queue, args.job, args.force)
+        return cancel_job(backend, queue, args.job, args.force, backend_info(region.backend).poll_interval_s)
     return model_metrics(job_in_queue(backend, queue, args.job), args.json, backend)
 
 
@@ -179,7 +179,7 @@ def list_completed(backend: Backend, queue: str, limit: int, as_json: bool) -> i
     return 0
 
 
-def cancel_job(backend: Backend, queue: str, name: str, force: bool) -> int:
+def cancel_job(backend: Backend, queue: str, name: str, force: bool, poll_s: float) -> int:
     """Remove a job that waits in the queue (or is starting); a running job is stopped with `sagey stop`."""
     from lbm.jobs.model import StatusReason
     from lbm.launch.owner import check_may_stop
@@ -193,7 +193,7 @@ def cancel_job(backend: Backend, queue: str, name: str, force: bool) -> int:
         )
     check_may_stop(name, job.owner, force)
     reason = StatusReason.CANCELLED_IN_QUEUE if job.state.is_queued else StatusReason.STOPPED_BY_USER
-    return stop_and_report(backend, job, reason)
+    return stop_and_report(backend, job, reason, poll_s)
 
 
 def read_metrics(url: str) -> list[dict[str, Any]]:

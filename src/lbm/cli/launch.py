@@ -65,7 +65,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.profile:
         os.environ["AWS_PROFILE"] = args.profile
-    from lbm.jobs.registry import backend_for
+    from lbm.jobs.registry import backend_for, backend_info
     from lbm.launch.submission import check_bucket, plan, submit
     from lbm.site import load_site
 
@@ -87,7 +87,8 @@ def main(argv: Sequence[str]) -> int:
     if args.no_wait:
         return 0
     try:
-        return wait_and_report(backend, job, args.follow)
+        poll_s = backend_info(submission.region.backend).poll_interval_s
+        return wait_and_report(backend, job, args.follow, poll_s)
     except KeyboardInterrupt:
         print(f"\njob {job.name} goes on; stop it with: sagey stop {job.name}", file=sys.stderr)
         return 130
@@ -104,13 +105,13 @@ def launch_spec_of(args: argparse.Namespace) -> LaunchSpec:
     return launch_spec(file_settings, flags)
 
 
-def wait_and_report(backend: Backend, job: Job, follow: bool) -> int:
+def wait_and_report(backend: Backend, job: Job, follow: bool, poll_s: float) -> int:
     """Watch the job to RUNNING (0) or FAILED (1); with `follow`, stream its log to the end (SUCCEEDED: 0)."""
-    job = watch(backend, job, until=frozenset({JobState.RUNNING}))
+    job = watch(backend, job, until=frozenset({JobState.RUNNING}), poll_s=poll_s)
     if follow:
         for line in backend.logs(job.name, from_head=True, follow=True):
             print(line.rstrip("\n"), flush=True)
-        job = watch(backend, job, until=frozenset())
+        job = watch(backend, job, until=frozenset(), poll_s=poll_s)
         print(f"artifacts: {job.artifact_uri}")
     elif job.state is JobState.RUNNING:
         print(f"follow its log with: sagey logs {job.name}")
@@ -124,11 +125,12 @@ def print_state(job: Job, state: JobState | None = None, at: float | None = None
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))} {state.value}{reason}", flush=True)
 
 
-def watch(backend: Backend, job: Job, until: frozenset[JobState]) -> Job:
+def watch(backend: Backend, job: Job, until: frozenset[JobState], poll_s: float) -> Job:
     """Poll the job (whose state `job` was last printed) and print each new state, until it reaches one
-    of `until` or ends; the job then. Where the backend keeps the job's transitions, every state it went
-    through is printed, also those that came and went between two polls."""
-    interval = 0.02
+    of `until` or ends; the job then. Polls every `poll_s` (the backend's tolerated interval) at first,
+    slowing down to once a second (or `poll_s`, if longer) while nothing changes. Where the backend keeps
+    the job's transitions, every state it went through is printed, also those between two polls."""
+    interval = fastest = poll_s
     printed = len(job.transitions) or 1
     while True:
         seen = backend.describe(job.name)
@@ -136,15 +138,15 @@ def watch(backend: Backend, job: Job, until: frozenset[JobState]) -> Job:
             for state, at in seen.transitions[printed:]:
                 print_state(seen, state, at)
             printed = len(seen.transitions)
-            interval = 0.02
+            interval = fastest
         elif seen.state is not job.state:
             print_state(seen)
-            interval = 0.02
+            interval = fastest
         job = seen
         if job.state in until or job.state.is_terminal:
             return job
         time.sleep(interval)
-        interval = min(1.0, interval * 1.2)
+        interval = min(max(1.0, fastest), interval * 1.2)
 
 
 def sample_name(submission: Submission) -> str:

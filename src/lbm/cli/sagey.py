@@ -73,15 +73,16 @@ def region_from(args: argparse.Namespace) -> Region:
 
 def command(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    from lbm.jobs.registry import backend_for
+    from lbm.jobs.registry import backend_for, backend_info
 
-    backend = backend_for(region_from(args))
+    region = region_from(args)
+    backend = backend_for(region)
     if args.command == "ls":
         return list_jobs(backend, args)
     if args.command == "usage":
         return show_usage(backend, args.json)
     if args.command == "stop":
-        return stop_job(backend, args.job, args.force)
+        return stop_job(backend, args.job, args.force, backend_info(region.backend).poll_interval_s)
     if args.command == "logs":
         return print_logs(backend, args.job, args.startfromhead, not args.no_follow)
     return describe_job(backend.describe(args.job), args.json)
@@ -154,7 +155,7 @@ def show_usage(backend: Backend, as_json: bool) -> int:
     return 0
 
 
-def stop_job(backend: Backend, name: str, force: bool) -> int:
+def stop_job(backend: Backend, name: str, force: bool, poll_s: float) -> int:
     """Stop a running job or cancel a queued one; another user's job needs `force`."""
     from lbm.errors import LbmError
     from lbm.jobs.model import StatusReason
@@ -165,15 +166,17 @@ def stop_job(backend: Backend, name: str, force: bool) -> int:
         raise LbmError(f"job {name} has already ended ({job.state.value}); there is nothing to stop")
     check_may_stop(name, job.owner, force)
     reason = StatusReason.CANCELLED_IN_QUEUE if job.state.is_queued else StatusReason.STOPPED_BY_USER
-    return stop_and_report(backend, job, reason)
+    return stop_and_report(backend, job, reason, poll_s)
 
 
-def stop_and_report(backend: Backend, job: Job, reason: str) -> int:
-    """Stop the job, wait (a while) until its processes are gone, and print how it ended."""
+def stop_and_report(backend: Backend, job: Job, reason: str, poll_s: float) -> int:
+    """Stop the job, wait (a while, polling every `poll_s`, the backend's tolerated interval, or 0.1 s) until
+    its processes are gone, and print how it ended."""
+    poll_s = max(0.1, poll_s)
     stopped = backend.stop(job.name, reason=reason)
     deadline = time.monotonic() + STOP_WAIT_S
     while not stopped.state.is_terminal and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(poll_s)
         stopped = backend.describe(job.name)
     if stopped.state.is_terminal:
         print(f"{job.name}: {job.state.value} -> {stopped.state.value} ({stopped.status_reason})")
