@@ -57,6 +57,11 @@ def info(args) -> int:
         print(
             f"  data/{key:<12} {str(array.dtype):<8} shape {list(array.shape)}  chunks {list(array.chunks)}"
         )
+    if buffer.episode_tasks is None or buffer.episode_instructions is None:
+        print(
+            "tasks: none stored (a diffusion_policy replay buffer); name them in task.dataset.episode_tasks"
+        )
+        return 0
     counts = Counter(zip(buffer.episode_tasks, buffer.episode_instructions, strict=True))
     print("tasks:")
     for (task, instruction), n in sorted(counts.items()):
