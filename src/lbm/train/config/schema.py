@@ -131,11 +131,14 @@ class Dataset(Built):
 
 
 class EnvSuite(Built):
-    """An environment suite (`lbm.envs`): the synthetic scene's options."""
+    """An environment suite (`lbm.envs`): the synthetic scene's options, and Meta-World's."""
 
     num_tasks: Count | None = None
     image_size: Count | None = None
     max_steps: Count | None = None
+    # Meta-World: a benchmark name (mt10) or task names, and the camera of the images.
+    tasks: Name | list[Annotated[Name, Field(min_length=1)]] | None = None
+    camera: Name | None = None
 
 
 class EnvRunner(Section):
