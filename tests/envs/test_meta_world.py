@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -73,3 +76,19 @@ def test_unknown_task_or_camera_is_refused():
         suite.make("push-v3")
     with pytest.raises(LbmError, match="unknown Meta-World camera 'sky'"):
         suite.make("reach-v3")
+
+
+def test_a_process_that_renders_first_can_import_the_policy_after():
+    # Mesa's software renderer and triton (which diffusers imports) each bring an LLVM; in this order the
+    # process crashed until the environment imported triton before its first frame.
+    script = (
+        "from lbm.envs.meta_world import MetaWorldSuite\n"
+        "env = MetaWorldSuite(['reach-v3'], image_size=16).make('reach-v3')\n"
+        "env.reset(0)\n"
+        "env.render()\n"
+        "import lbm.train.policy\n"
+        "print('imported')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("imported")

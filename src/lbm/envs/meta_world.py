@@ -10,6 +10,8 @@ unless MUJOCO_GL says otherwise (`osmesa` needs Debian's libosmesa6), with shado
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 import warnings
@@ -59,6 +61,14 @@ def _metaworld():
             f"Meta-World is not installed ({error}); install it with `pip install -e '.[metaworld]'`"
         ) from None
     return metaworld
+
+
+@functools.cache
+def _import_triton_before_rendering() -> None:
+    """Import triton (PyTorch's compiler, which diffusers imports) if installed, before Mesa first renders:
+    both bring their own LLVM, and triton loaded after Mesa's software renderer crashes the process."""
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
 
 
 def resolve_tasks(tasks: str | Sequence[str]) -> list[str]:
@@ -123,6 +133,7 @@ class MetaWorldEnv:
         return obs
 
     def render(self) -> np.ndarray:
+        _import_triton_before_rendering()
         frame = self._env.render()
         return np.ascontiguousarray(frame[::-1] if self._flip else frame)
 
