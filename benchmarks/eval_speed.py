@@ -1,11 +1,14 @@
-"""Episodes per second of `lbm eval` in the synthetic scene, whole command and rollouts alone.
+"""Episodes per second of `lbm eval` in each checkpoint's environment (the synthetic scene, Meta-World), the
+whole command and the rollouts alone.
 
-Runs `lbm eval --checkpoint CKPT --episodes N` as a new process `--rounds` times and reports the medians of:
-the rollouts' own rate (from eval.json: episodes over the time of the lockstep rollouts, the policy's
-sampling included) and the whole command's rate (process start, imports and checkpoint loading included).
-Torch uses `--threads` CPU threads (OMP_NUM_THREADS).
+Runs `lbm eval --checkpoint CKPT --episodes N` as a new process `--rounds` times per checkpoint, the
+checkpoints taking turns within each round, and reports per checkpoint the medians of: the rollouts' own
+rate (from eval.json: episodes over the time of the lockstep rollouts, the policy's sampling included) and
+the whole command's rate (process start, imports and checkpoint loading included). Torch uses `--threads`
+CPU threads (OMP_NUM_THREADS).
 
-    python benchmarks/eval_speed.py --checkpoint outputs/.../epoch_5-step_3200.ckpt --episodes 50 --rounds 3
+    python benchmarks/eval_speed.py --episodes 50 --rounds 3 \
+        --checkpoint synthetic/epoch_6-step_3312.ckpt metaworld/epoch_60-step_1380.ckpt
 """
 
 from __future__ import annotations
@@ -25,28 +28,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint of a synthetic-scene config")
+    parser.add_argument("--checkpoint", required=True, nargs="+", help="checkpoints of configs with rollouts")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    rollout_rates, command_rates, success = [], [], []
+    rollout_rates = {c: [] for c in args.checkpoint}
+    command_rates = {c: [] for c in args.checkpoint}
+    success = {c: [] for c in args.checkpoint}
     with tempfile.TemporaryDirectory(prefix="lbm-eval-speed-") as tmp:
         for _ in range(args.rounds):
-            command = [sys.executable, "-m", "lbm.cli.main", "eval", "--checkpoint", args.checkpoint]
-            command += ["--episodes", str(args.episodes), "--output-dir", tmp]
-            started = time.perf_counter()
-            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-            seconds = time.perf_counter() - started
-            summary = json.loads((Path(tmp) / "eval.json").read_text())
-            rollout_rates.append(summary["episodes_per_second"])
-            command_rates.append(args.episodes / seconds)
-            success.append(summary["success_rate"])
+            for checkpoint in args.checkpoint:
+                command = [sys.executable, "-m", "lbm.cli.main", "eval", "--checkpoint", checkpoint]
+                command += ["--episodes", str(args.episodes), "--output-dir", tmp]
+                started = time.perf_counter()
+                subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+                seconds = time.perf_counter() - started
+                summary = json.loads((Path(tmp) / "eval.json").read_text())
+                rollout_rates[checkpoint].append(round(summary["episodes_per_second"], 2))
+                command_rates[checkpoint].append(args.episodes / seconds)
+                success[checkpoint].append(summary["success_rate"])
     print(f"{args.episodes} episodes, {args.rounds} rounds, {args.threads} torch thread(s)")
-    print(f"rollouts: median {statistics.median(rollout_rates):.2f} episodes/s ({rollout_rates})")
-    print(f"whole command: median {statistics.median(command_rates):.2f} episodes/s")
-    print(f"success rate: {success}")
+    for checkpoint in args.checkpoint:
+        print(checkpoint)
+        rates = rollout_rates[checkpoint]
+        print(f"  rollouts: median {statistics.median(rates):.2f} episodes/s ({rates})")
+        print(f"  whole command: median {statistics.median(command_rates[checkpoint]):.2f} episodes/s")
+        print(f"  success rate: {success[checkpoint]}")
 
 
 if __name__ == "__main__":

@@ -110,9 +110,40 @@ def test_a_value_that_breaks_a_rule_is_one_line_naming_key_value_and_rule(overri
         assert fragment in message, message
 
 
+PUSHT = ["task=pusht_image", "task.dataset_path=/data.zarr", "task.shape_meta.obs.image.shape=[3,32,32]"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (
+            ["+task.dataset.key_map.wrist=img"],
+            ["key_map maps wrist, which shape_meta lacks", "image, agent_pos"],
+        ),
+        (
+            ["task.dataset.key_map.agent_pos='state[0]'"],
+            ["'state[0]' is not a stored key", "KEY[START:STOP]"],
+        ),
+        (["task.dataset.episode_tasks=[]"], ["task.dataset.episode_tasks=[] is not valid"]),
+        (["task.dataset.episode_tasks.0.instruction=''"], ["episode_tasks[0].instruction='' is not valid"]),
+        (["+task.dataset.episode_tasks.0.episodes=[3,1]"], ["episode_tasks[0]: episodes is [first, stop)"]),
+        (
+            ["task.dataset.episode_tasks=[{task:a,instruction:b},{task:c,instruction:d}]"],
+            ["more than one episode_tasks entry, each needs episodes: [first, stop]"],
+        ),
+    ],
+)
+def test_a_buffer_mapping_that_breaks_a_rule_is_refused(overrides, fragments):
+    message = refused([*PUSHT, *overrides])
+    for fragment in fragments:
+        assert fragment in message, message
+
+
 def test_the_shipped_configs_pass():
     compose_config(TINY)
     compose_config(BASE, ["task.dataset_path=s3://bucket/data.zarr"])
+    pusht = compose_config(BASE, ["task=pusht_image", "task.dataset_path=s3://bucket/pusht.zarr"])
+    assert unruled_keys(OmegaConf.to_container(pusht, resolve=True)) == []
 
 
 @pytest.mark.parametrize("name", [TINY, BASE])

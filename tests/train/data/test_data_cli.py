@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_policy_buffer import push_t_like_episodes, write_diffusion_policy_buffer
 from lbm.train.data.replay_buffer import ReplayBuffer
 
 
@@ -38,6 +39,20 @@ def test_synth_writes_a_dataset_and_info_describes_it(tmp_path):
         for line in lines
     )
     assert any(line.split()[:2] == ["reach_red", "3"] and "'reach the red square'" in line for line in lines)
+
+
+def test_info_describes_a_diffusion_policy_buffer_and_says_where_its_tasks_go(tmp_path):
+    episodes = push_t_like_episodes(num_tasks=1, episodes_per_task=2, image_size=16, seed=0)
+    url = write_diffusion_policy_buffer(tmp_path / "pusht.zarr", episodes, zarr_format=2)
+    info = lbm("data", "info", url)
+    assert info.returncode == 0, info.stderr
+    lines = info.stdout.splitlines()
+    n_steps = sum(len(e["action"]) for e in episodes)
+    assert lines[0] == f"{url}: 2 episodes, {n_steps} steps"
+    assert [line.split()[0] for line in lines[1:4]] == ["data/action", "data/img", "data/state"]
+    assert lines[-1] == (
+        "tasks: none stored (a diffusion_policy replay buffer); name them in task.dataset.episode_tasks"
+    )
 
 
 def test_same_seed_same_data_and_force_replaces(tmp_path):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import zarr
 
+from diffusion_policy_buffer import write_diffusion_policy_buffer
 from lbm.errors import LbmError
-from lbm.train.data.replay_buffer import ChunkCache, ReplayBuffer, ReplayBufferWriter
+from lbm.train.data.replay_buffer import COMPLETION_ATTR, ChunkCache, ReplayBuffer, ReplayBufferWriter
 
 
 def make_episodes(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -105,11 +106,35 @@ def test_open_missing_path_says_how_to_make_one(tmp_path):
         ReplayBuffer.open(url)
 
 
-def test_group_without_completion_mark_is_refused(tmp_path):
-    url = str(tmp_path / "foreign.zarr")
-    group = zarr.open_group(url, mode="w", zarr_format=2)
-    group.create_group("data")
-    group.create_group("meta").create_array("episode_ends", shape=(0,), dtype=np.int64)
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_diffusion_policy_buffer_is_read_unchanged(tmp_path, zarr_format):
+    episodes = make_episodes(5, seed=7)
+    url = write_diffusion_policy_buffer(tmp_path / "dp.zarr", episodes, zarr_format)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "dp.zarr").rglob("*")}
+    buffer = ReplayBuffer.open(url)
+    assert buffer.episode_tasks is None and buffer.episode_instructions is None
+    np.testing.assert_array_equal(buffer.episode_ends, np.cumsum([len(e["state"]) for e in episodes]))
+    steps = np.random.default_rng(0).integers(0, buffer.n_steps, size=40)
+    for key in ["image", "state", "zeros"]:
+        stored = np.concatenate([e[key] for e in episodes])
+        np.testing.assert_array_equal(buffer.read_steps(key, steps), stored[steps])
+        np.testing.assert_array_equal(np.concatenate([rows for _, rows in buffer.iter_chunks(key)]), stored)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "dp.zarr").rglob("*")} == before
+
+
+def test_a_group_without_data_and_episode_ends_is_not_a_replay_buffer(tmp_path):
+    url = str(tmp_path / "other.zarr")
+    zarr.open_group(url, mode="w", zarr_format=2).create_group("data")
+    with pytest.raises(
+        LbmError, match="not a replay buffer: it needs a data/ group of arrays and meta/episode_ends"
+    ):
+        ReplayBuffer.open(url)
+
+
+def test_a_buffer_marked_incomplete_is_refused(tmp_path):
+    url = write_diffusion_policy_buffer(tmp_path / "rb.zarr", make_episodes(2), zarr_format=2)
+    group = zarr.open_group(url, mode="r+")
+    group.attrs[COMPLETION_ATTR] = {"version": 1, "complete": False}
     with pytest.raises(LbmError, match="not a complete lbm replay buffer"):
         ReplayBuffer.open(url)
 

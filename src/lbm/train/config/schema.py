@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lbm.errors import LbmError
+from lbm.train.data.buffer_mapping import stored_keys
 
 LOGGING_MODES = ("online", "offline", "disabled")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -85,6 +86,20 @@ class Synthesize(Section):
     seed: Seed
 
 
+class EpisodeTasks(Section):
+    """The task and instruction of a range of episodes [first, stop) of a buffer that stores none."""
+
+    task: Name = Field(min_length=1)
+    instruction: str = Field(min_length=1)
+    episodes: Annotated[list[Size], Field(min_length=2, max_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _range_is_first_before_stop(self) -> EpisodeTasks:
+        if self.episodes is not None and self.episodes[0] >= self.episodes[1]:
+            raise ValueError(f"episodes is [first, stop) with first < stop, got {self.episodes}")
+        return self
+
+
 class Dataset(Built):
     dataset_path: str = Field(min_length=1)
     shape_meta: ShapeMeta
@@ -95,14 +110,35 @@ class Dataset(Built):
     seed: Seed
     tasks: list[Annotated[Name, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     max_train_episodes: Count | None = None
+    # shape_meta key (or action) -> where the buffer stores it: KEY or KEY[START:STOP].
+    key_map: dict[str, Name] | None = None
+    episode_tasks: list[EpisodeTasks] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _key_map_maps_shape_meta_keys(self) -> Dataset:
+        try:
+            stored_keys(self.shape_meta.model_dump(), self.key_map)
+        except LbmError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _one_entry_when_it_covers_every_episode(self) -> Dataset:
+        entries = self.episode_tasks or []
+        if len(entries) > 1 and any(entry.episodes is None for entry in entries):
+            raise ValueError("with more than one episode_tasks entry, each needs episodes: [first, stop]")
+        return self
 
 
 class EnvSuite(Built):
-    """An environment suite (`lbm.envs`): the synthetic scene's options."""
+    """An environment suite (`lbm.envs`): the synthetic scene's options, and Meta-World's."""
 
     num_tasks: Count | None = None
     image_size: Count | None = None
     max_steps: Count | None = None
+    # Meta-World: a benchmark name (mt10) or task names, and the camera of the images.
+    tasks: Name | list[Annotated[Name, Field(min_length=1)]] | None = None
+    camera: Name | None = None
 
 
 class EnvRunner(Section):

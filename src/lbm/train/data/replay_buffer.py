@@ -7,8 +7,9 @@ Layout (zarr format 2, like diffusion_policy's ReplayBuffer):
     meta/episode_task          [n_episodes] str, task name ("reach_red")
     meta/episode_instruction   [n_episodes] str, language instruction ("reach the red square")
 
-The root group's `lbm_replay_buffer` attribute is written last; a buffer without it is incomplete.
-Paths are local paths or fsspec URLs (file://, s3://, ...).
+The root group's `lbm_replay_buffer` attribute is written first as incomplete and marked complete last.
+A buffer that diffusion_policy's own ReplayBuffer wrote (no such attribute, no task or instruction per
+episode; zarr format 2 or 3) is read unchanged. Paths are local paths or fsspec URLs (file://, s3://, ...).
 """
 
 from __future__ import annotations
@@ -77,7 +78,12 @@ class ChunkCache:
 
 @dataclass(frozen=True)
 class _ChunkLayout:
-    """How one zarr format 2 array is split into chunk objects and how to decode one."""
+    """How one array is split into chunk objects along axis 0, and how to decode one.
+
+    Plain numeric zarr format 2 arrays with one chunk across the other axes (what our writer and
+    diffusion_policy's usually write) are read straight from storage and decoded here (`direct`); any
+    other array (zarr format 3, F order, chunked across other axes) is read through zarr, chunk by chunk.
+    """
 
     path: str
     length: int
@@ -88,25 +94,30 @@ class _ChunkLayout:
     compressor: Any
     filters: tuple[Any, ...]
     separator: str
+    direct: bool
 
     @classmethod
     def of(cls, array: zarr.Array, path: str) -> _ChunkLayout:
         meta = array.metadata
-        if meta.zarr_format != 2 or meta.order != "C" or array.dtype.kind not in "biufc":
-            raise LbmError(
-                f"array {path} is not a plain numeric zarr format 2 array; "
-                "write datasets with lbm.train.data.replay_buffer.ReplayBufferWriter"
-            )
+        if array.dtype.kind not in "biuf":
+            raise LbmError(f"array {path} holds {array.dtype} values; a replay buffer holds numbers")
+        direct = (
+            meta.zarr_format == 2
+            and meta.order == "C"
+            and tuple(array.chunks[1:]) == tuple(array.shape[1:])
+            and (meta.compressor is None or isinstance(meta.compressor, numcodecs.abc.Codec))
+        )
         return cls(
             path=path,
             length=array.shape[0],
             chunk_steps=array.chunks[0],
-            chunk_shape=tuple(array.chunks),
-            dtype=array.dtype,
+            chunk_shape=(array.chunks[0], *array.shape[1:]),
+            dtype=np.dtype(array.dtype),
             fill_value=array.fill_value,
-            compressor=meta.compressor,
-            filters=tuple(meta.filters or ()),
-            separator=meta.dimension_separator,
+            compressor=meta.compressor if direct else None,
+            filters=tuple(meta.filters or ()) if direct else (),
+            separator=meta.dimension_separator if direct else "/",
+            direct=direct,
         )
 
     @property
@@ -143,8 +154,13 @@ class ReplayBuffer:
         self.episode_ends: np.ndarray = np.asarray(meta["episode_ends"][:], dtype=np.int64)
         self.n_episodes = len(self.episode_ends)
         self.n_steps = int(self.episode_ends[-1]) if self.n_episodes else 0
-        self.episode_tasks: list[str] = [str(t) for t in meta["episode_task"][:].tolist()]
-        self.episode_instructions: list[str] = [str(t) for t in meta["episode_instruction"][:].tolist()]
+        if self.n_episodes and (self.episode_ends[0] < 0 or np.any(np.diff(self.episode_ends) < 0)):
+            raise LbmError(f"{url} is corrupt: meta/episode_ends is not a non-decreasing list of step counts")
+        # None where the buffer stores none (diffusion_policy's): the task config names them.
+        self.episode_tasks: list[str] | None = _strings(meta, "episode_task", self.n_episodes, url)
+        self.episode_instructions: list[str] | None = _strings(
+            meta, "episode_instruction", self.n_episodes, url
+        )
         data = group["data"]
         self._layouts = {key: _ChunkLayout.of(data[key], f"{root}/data/{key}") for key in data.array_keys()}
         for key, layout in self._layouts.items():
@@ -177,11 +193,16 @@ class ReplayBuffer:
                 f"cannot read {url} ({error}); check its permissions or your credentials"
             ) from None
         marker = group.attrs.get(COMPLETION_ATTR)
-        if not isinstance(marker, Mapping) or not marker.get("complete"):
+        if marker is not None and not (isinstance(marker, Mapping) and marker.get("complete")):
             raise LbmError(
-                f"{url} is not a complete lbm replay buffer (no `{COMPLETION_ATTR}` completion mark: "
-                "its writing was interrupted or another tool made it); "
-                f"write it again, e.g. `{_synth_command(url)} --force`"
+                f"{url} is not a complete lbm replay buffer (its `{COMPLETION_ATTR}` completion mark says "
+                "incomplete: its writing was interrupted); write it again, "
+                f"e.g. `{_synth_command(url)} --force`"
+            )
+        if not _has_replay_layout(group):
+            raise LbmError(
+                f"{url} is not a replay buffer: it needs a data/ group of arrays and meta/episode_ends "
+                "(the layout of diffusion_policy's ReplayBuffer)"
             )
         return cls(url, group, fs, root.rstrip("/"), cache_bytes)
 
@@ -218,7 +239,7 @@ class ReplayBuffer:
         wanted = np.unique(chunk_ids).tolist()
         chunks = {c: self.cache.get((key, c)) for c in wanted}
         missing = [c for c, chunk in chunks.items() if chunk is None]
-        for c, chunk in self._fetch(layout, missing).items():
+        for c, chunk in self._fetch(key, missing).items():
             chunks[c] = chunk
             self.cache.put((key, c), chunk)
         out = np.empty((len(steps), *layout.chunk_shape[1:]), dtype=layout.dtype)
@@ -232,14 +253,36 @@ class ReplayBuffer:
         layout = self._layouts[key]
         for c in range(layout.n_chunks):
             first = c * layout.chunk_steps
-            yield first, self._fetch(layout, [c])[c][: layout.length - first]
+            yield first, self._fetch(key, [c])[c][: layout.length - first]
 
-    def _fetch(self, layout: _ChunkLayout, chunk_ids: list[int]) -> dict[int, np.ndarray]:
+    def _fetch(self, key: str, chunk_ids: list[int]) -> dict[int, np.ndarray]:
         if not chunk_ids:
             return {}
+        layout = self._layouts[key]
+        if not layout.direct:
+            array, steps = self[key], layout.chunk_steps
+            return {c: array[c * steps : (c + 1) * steps] for c in chunk_ids}
         paths = {c: layout.chunk_path(c) for c in chunk_ids}
         raw = self._fs.cat(list(paths.values()), on_error="omit")
         return {c: layout.decode(raw.get(path)) for c, path in paths.items()}
+
+
+def _has_replay_layout(group: zarr.Group) -> bool:
+    """Whether `group` holds a data/ group and meta/episode_ends, as every replay buffer does."""
+    try:
+        return isinstance(group["data"], zarr.Group) and isinstance(group["meta/episode_ends"], zarr.Array)
+    except KeyError:
+        return False
+
+
+def _strings(meta: zarr.Group, key: str, n_episodes: int, url: str) -> list[str] | None:
+    """meta/<key> as one string per episode; None when the buffer has no such array."""
+    if key not in meta:
+        return None
+    values = [str(v) for v in meta[key][:].tolist()]
+    if len(values) != n_episodes:
+        raise LbmError(f"{url} is corrupt: meta/{key} has {len(values)} entries for {n_episodes} episodes")
+    return values
 
 
 class ReplayBufferWriter:

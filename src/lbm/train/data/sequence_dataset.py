@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lbm.errors import LbmError
+from lbm.train.data.buffer_mapping import StoredKey, label_episodes, stored_keys
 from lbm.train.data.replay_buffer import DEFAULT_CACHE_BYTES, ReplayBuffer
 
 SPLITS = ("train", "val")
@@ -56,7 +57,10 @@ class MultitaskSequenceDataset(Dataset):
     to [-1, 1]; "index" is the sample's index, which keys its random draws in training.
 
     shape_meta (diffusion_policy style): {"obs": {key: {"shape": [...], "type": "rgb" | "low_dim"}},
-    "action": {"shape": [A]}}; images are stored [H, W, 3] and must match shape [3, H, W].
+    "action": {"shape": [A]}}; images are stored [H, W, 3] (uint8, or floats in 0..255 as in
+    diffusion_policy's Push-T buffer) and must match shape [3, H, W]. `key_map` says where a key is stored
+    when not as itself ({"image": "img", "agent_pos": "state[0:2]"}); `episode_tasks` names the task and
+    instruction of the episodes of a buffer that stores none (`buffer_mapping.label_episodes`).
     `tasks` keeps only the episodes of those task names; `max_train_episodes` keeps a seeded random subset
     of the training episodes. Each task's episodes are split on their own, so val covers every task and
     an episode's split does not depend on `tasks`.
@@ -77,6 +81,8 @@ class MultitaskSequenceDataset(Dataset):
         split: str = "train",
         tasks: Sequence[str] | None = None,
         max_train_episodes: int | None = None,
+        key_map: Mapping[str, str] | None = None,
+        episode_tasks: Sequence[Mapping] | None = None,
         storage_options: dict | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
@@ -102,13 +108,16 @@ class MultitaskSequenceDataset(Dataset):
         buffer = ReplayBuffer.open(dataset_path, storage_options, cache_bytes=cache_bytes)
         self._buffer: ReplayBuffer | None = buffer
         self._buffer_pid = os.getpid()
-        self.rgb_keys, self.low_dim_keys = _check_shape_meta(shape_meta, buffer)
+        self._stored = stored_keys(shape_meta, key_map)
+        self.rgb_keys, self.low_dim_keys = _check_shape_meta(shape_meta, buffer, self._stored)
         self._starts = buffer.episode_starts
         self._lengths = buffer.episode_ends - self._starts
-        self._episode_instructions = buffer.episode_instructions
+        episode_task_names, self._episode_instructions = label_episodes(
+            buffer.episode_tasks, buffer.episode_instructions, buffer.n_episodes, episode_tasks, dataset_path
+        )
 
-        kept = _select_tasks(buffer.episode_tasks, tasks)
-        is_val = split_episodes(buffer.episode_tasks, val_ratio, seed)
+        kept = _select_tasks(episode_task_names, tasks)
+        is_val = split_episodes(episode_task_names, val_ratio, seed)
         val = kept[is_val[kept]]
         train = kept[~is_val[kept]]
         if val_ratio > 0 and len(val) == 0 and len(kept) >= 2:
@@ -149,13 +158,15 @@ class MultitaskSequenceDataset(Dataset):
         batch, n_obs = len(index), self.n_obs_steps
         obs: dict[str, torch.Tensor] = {}
         for key in self.rgb_keys:
-            frames = buffer.read_steps(key, obs_steps.ravel())  # [B * n_obs, H, W, 3]
+            frames = self._read(buffer, key, obs_steps.ravel())  # [B * n_obs, H, W, 3]
+            if frames.dtype != np.uint8:
+                frames = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
             frames = frames.reshape(batch, n_obs, *frames.shape[1:]).transpose(0, 1, 4, 2, 3)
             obs[key] = torch.from_numpy(np.ascontiguousarray(frames))
         for key in self.low_dim_keys:
-            values = buffer.read_steps(key, obs_steps.ravel()).reshape(batch, n_obs, -1)
+            values = self._read(buffer, key, obs_steps.ravel()).reshape(batch, n_obs, -1)
             obs[key] = torch.from_numpy(normalize(values, self._stats[key]))
-        actions = buffer.read_steps("action", steps.ravel()).reshape(batch, self.horizon, -1)
+        actions = self._read(buffer, "action", steps.ravel()).reshape(batch, self.horizon, -1)
         action = torch.from_numpy(normalize(actions, self._stats["action"]))
         return [
             {
@@ -199,6 +210,11 @@ class MultitaskSequenceDataset(Dataset):
         self._sample_counts = np.maximum(lengths + self.pad_before + self.pad_after - self.horizon + 1, 0)
         self._sample_ends = np.cumsum(self._sample_counts)
 
+    def _read(self, buffer: ReplayBuffer, key: str, steps: np.ndarray) -> np.ndarray:
+        """The values of shape_meta key `key` (or "action") at buffer steps [N] -> [N, ...]."""
+        stored = self._stored[key]
+        return stored.select(buffer.read_steps(stored.key, steps))
+
     def _open_buffer(self) -> ReplayBuffer:
         """The replay buffer, opened again in a new process (a forked or spawned DataLoader worker)."""
         if self._buffer is None or self._buffer_pid != os.getpid():
@@ -215,7 +231,9 @@ class MultitaskSequenceDataset(Dataset):
         stats = {}
         for key in [*self.low_dim_keys, "action"]:
             lo = hi = None
-            for first, rows in buffer.iter_chunks(key):
+            stored = self._stored[key]
+            for first, rows in buffer.iter_chunks(stored.key):
+                rows = stored.select(rows)
                 mask = _steps_in(starts, ends, first, len(rows))
                 if mask.any():
                     chosen = rows[mask].reshape(int(mask.sum()), -1)
@@ -255,32 +273,52 @@ def _select_tasks(episode_tasks: list[str], tasks: Sequence[str] | None) -> np.n
     return np.flatnonzero(np.isin(np.asarray(episode_tasks), list(tasks)))
 
 
-def _check_shape_meta(shape_meta: Mapping, buffer: ReplayBuffer) -> tuple[list[str], list[str]]:
-    """(rgb keys, low-dim keys) of shape_meta, each checked against the stored arrays."""
+def _check_shape_meta(
+    shape_meta: Mapping, buffer: ReplayBuffer, stored_keys: Mapping[str, StoredKey]
+) -> tuple[list[str], list[str]]:
+    """(rgb keys, low-dim keys) of shape_meta, each checked against where it is stored."""
 
     def stored(key: str) -> tuple[int, ...]:
-        if key not in buffer:
+        where = stored_keys[key]
+        if where.key not in buffer:
+            mapped = "" if where.key == key else f" (key_map: {key} -> {where})"
             raise LbmError(
-                f"shape_meta names {key!r}, which {buffer.url} lacks; it has {', '.join(buffer.keys())}"
+                f"shape_meta names {key!r}{mapped}, which {buffer.url} lacks; it has "
+                f"{', '.join(buffer.keys())} (map shape_meta's keys to those with task.dataset.key_map)"
             )
-        return tuple(buffer[key].shape[1:])
+        shape = tuple(buffer[where.key].shape[1:])
+        if where.start is not None or where.stop is not None:
+            if not shape:
+                raise LbmError(f"key_map {key} -> {where}: data/{where.key} has one value per step, no range")
+            return where.shape(shape)
+        return shape
+
+    def described(key: str) -> str:
+        where = stored_keys[key]
+        return repr(key) if where.key == key else f"{key!r} (data/{where})"
 
     rgb_keys, low_dim_keys = [], []
     for key, meta in shape_meta["obs"].items():
         shape, kind = tuple(meta["shape"]), meta.get("type", "low_dim")
         if kind == "rgb":
-            stored_shape, dtype = stored(key), buffer[key].dtype
-            if len(shape) != 3 or shape[0] != 3 or stored_shape != (*shape[1:], 3) or dtype != np.uint8:
+            stored_shape, dtype = stored(key), buffer[stored_keys[key].key].dtype
+            if (
+                len(shape) != 3
+                or shape[0] != 3
+                or stored_shape != (*shape[1:], 3)
+                or not (dtype == np.uint8 or dtype.kind == "f")
+            ):
                 raise LbmError(
-                    f"image {key!r} is stored as {dtype} {list(stored_shape)} (H, W, C) but shape_meta "
-                    f"asks for {list(shape)} (C, H, W); make shape_meta match the stored images "
+                    f"image {described(key)} is stored as {dtype} {list(stored_shape)} (H, W, C) but "
+                    f"shape_meta asks for {list(shape)} (C, H, W); make shape_meta match the stored images "
                     "(uint8 [H, W, 3] stored, [3, H, W] in shape_meta) or make the dataset at that size"
                 )
             rgb_keys.append(key)
         elif kind == "low_dim":
             if stored(key) != shape:
                 raise LbmError(
-                    f"{key!r} is stored with shape {list(stored(key))} but shape_meta says {list(shape)}"
+                    f"{described(key)} is stored with shape {list(stored(key))} but shape_meta says "
+                    f"{list(shape)}"
                 )
             low_dim_keys.append(key)
         else:
@@ -288,6 +326,7 @@ def _check_shape_meta(shape_meta: Mapping, buffer: ReplayBuffer) -> tuple[list[s
     action_shape = tuple(shape_meta["action"]["shape"])
     if stored("action") != action_shape:
         raise LbmError(
-            f"'action' is stored with shape {list(stored('action'))} but shape_meta says {list(action_shape)}"
+            f"{described('action')} is stored with shape {list(stored('action'))} but shape_meta says "
+            f"{list(action_shape)}"
         )
     return rgb_keys, low_dim_keys
