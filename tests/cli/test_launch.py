@@ -169,7 +169,7 @@ def test_without_a_config_file_the_default_needs_a_dataset_and_says_so(world):
         result,
         "no --config-file given, so the default config train_diffusion_unet_clip_lang_stage_base is used",
         "it needs a dataset: add --config-overrides task.dataset_path=",
-        "or choose a config with --config-file (",
+        "or choose a config that makes its own data with --config-file (",
         TINY,
     )
     result = launch(world, "--config-overrides", "task.dataset_path=s3://team/lbm.zarr", "--dry-run")

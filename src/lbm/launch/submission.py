@@ -113,18 +113,18 @@ def _compose(
     launch: LaunchSpec, overrides: list[str], config_dir: str | None, notes: list[str]
 ) -> DictConfig:
     """The launch's training config; without a config file, the default one, with a note saying so."""
-    from lbm.train.compose import DatasetRequired, available_configs, compose_config
+    from lbm.train.compose import DatasetRequired, compose_config, configs_without_dataset
 
     if launch.config_file is not None:
         return compose_config(launch.config_file, overrides, config_dir)
     try:
         config = compose_config(DEFAULT_CONFIG, overrides, config_dir)
     except DatasetRequired:
-        others = ", ".join(name for name in available_configs(config_dir) if name != DEFAULT_CONFIG)
+        others = ", ".join(configs_without_dataset(config_dir))
         raise LbmError(
             f"no --config-file given, so the default config {DEFAULT_CONFIG} is used, and it needs a "
             "dataset: add --config-overrides task.dataset_path=<local path or URL of the dataset>, or choose "
-            f"a config with --config-file ({others})"
+            f"a config that makes its own data with --config-file ({others})"
         ) from None
     notes.append(
         f"no --config-file given: using the default config {DEFAULT_CONFIG}, which trains on the dataset at "

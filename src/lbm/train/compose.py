@@ -48,6 +48,18 @@ def available_configs(config_dir: str | None = None) -> list[str]:
     return sorted(names)
 
 
+def configs_without_dataset(config_dir: str | None = None) -> list[str]:
+    """The configs that train as they are, on data they make themselves (no `task.dataset_path` to give)."""
+    usable = []
+    for name in available_configs(config_dir):
+        try:
+            compose_config(name, [], config_dir)
+        except LbmError:  # DatasetRequired, or a user's config that does not compose on its own
+            continue
+        usable.append(name)
+    return usable
+
+
 def _check_config_name(config_name: str, config_dir: str | None) -> bool:
     """Whether the name is a package config (else it is in `config_dir`); unknown names are errors."""
     if config_dir is not None and not Path(config_dir).is_dir():
