@@ -9,6 +9,7 @@ runs when `start` fails half way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -37,11 +38,16 @@ def free_port() -> int:
 
 def available() -> str | None:
     """Why no cluster can run here (None when it can): the Debian packages and root are needed."""
-    missing = [tool for tool in ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch")
-               if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+    missing = [
+        tool
+        for tool in ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch")
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()
+    ]
     if missing:
-        return f"Slurm test cluster needs {', '.join(missing)} (.ci/run installs slurm-wlm slurmdbd munge " \
-               "mariadb-server)"
+        return (
+            f"Slurm test cluster needs {', '.join(missing)} (.ci/run installs slurm-wlm slurmdbd munge "
+            "mariadb-server)"
+        )
     if os.geteuid() != 0:
         return "Slurm test cluster runs its daemons as root"
     return None
@@ -88,8 +94,9 @@ class SlurmCluster:
 
     def command(self, *argv: str, check: bool = True, timeout: float = 60) -> str:
         """Run a Slurm client command against this cluster; its stdout."""
-        result = subprocess.run(list(argv), env={**os.environ, **self.env}, capture_output=True, text=True,
-                                timeout=timeout)
+        result = subprocess.run(
+            list(argv), env={**os.environ, **self.env}, capture_output=True, text=True, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
         return result.stdout
@@ -111,9 +118,7 @@ class SlurmCluster:
             self._wait(lambda: self.command("scontrol", "ping", check=False).count("UP") > 0, "slurmctld")
             self._start("slurmd-local", [_sbin("slurmd"), "-D", "-N", "local"])
             for node in self.namespaced:
-                self._start(f"slurmd-{node.name}", [
-                    "nsenter", f"--net=/run/netns/{node.namespace}", "unshare", "--uts", "sh", "-c",
-                    f'hostname {node.name} && exec {_sbin("slurmd")} -D -N {node.name}'])
+                self._start(f"slurmd-{node.name}", self._namespaced_slurmd(node))
             self.wait_nodes_idle()
         except BaseException:
             self.stop()
@@ -122,8 +127,12 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Stop every daemon (slurmd first, the database last), then remove the namespaces and the bridge."""
-        order = [n for n in self.processes if n.startswith("slurmd-")] + ["slurmctld", "slurmdbd", "mariadb",
-                                                                          "munged"]
+        order = [n for n in self.processes if n.startswith("slurmd-")] + [
+            "slurmctld",
+            "slurmdbd",
+            "mariadb",
+            "munged",
+        ]
         for name in order:
             process = self.processes.pop(name, None)
             if process is None or process.poll() is not None:
@@ -154,16 +163,46 @@ class SlurmCluster:
             except OSError:
                 continue
             if cmdline.startswith("slurmstepd") and cwd.startswith(spool):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+
+    def _hosts_file(self) -> Path:
+        """/etc/hosts of the namespaced nodes: the machine's own entries plus every node of the cluster."""
+        hosts = self.root / "etc" / "hosts"
+        lines = [Path("/etc/hosts").read_text(), f"{self.controller_address} {self.hostname}-ctl\n"]
+        lines += [f"{node.address} {node.name}\n" for node in self.namespaced]
+        hosts.write_text("".join(lines))
+        return hosts
+
+    def _namespaced_slurmd(self, node: NamespacedNode) -> list[str]:
+        """slurmd in the node's network namespace, with its own hostname and /etc/hosts (new UTS and mount
+        namespaces), so it and the jobs it starts see a host of their own."""
+        inside = (
+            f"mount --bind {self._hosts_file()} /etc/hosts && hostname {node.name} && "
+            f"exec {_sbin('slurmd')} -D -N {node.name}"
+        )
+        return [
+            "nsenter",
+            f"--net=/run/netns/{node.namespace}",
+            "unshare",
+            "--uts",
+            "--mount",
+            "sh",
+            "-c",
+            inside,
+        ]
 
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.root / "log" / f"{name}.out").open("ab")
         self.processes[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, **self.env, **(env or {})}, cwd=self.root)
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **self.env, **(env or {})},
+            cwd=self.root,
+        )
         log.close()
 
     def _wait(self, ready, what: str, timeout: float = 60) -> None:
@@ -171,8 +210,10 @@ class SlurmCluster:
         while not ready():
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({process.returncode}) while waiting for {what}; "
-                                       f"see {self.root / 'log'}")
+                    raise RuntimeError(
+                        f"{name} exited ({process.returncode}) while waiting for {what}; "
+                        f"see {self.root / 'log'}"
+                    )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}; see {self.root / 'log'}")
             time.sleep(0.2)
@@ -198,12 +239,17 @@ class SlurmCluster:
             self._ip("addr", "add", f"{subnet}.1/24", "dev", bridge)
             self._ip("link", "set", bridge, "up")
             for index in (1, 2):
-                node = NamespacedNode(f"lbm-{self.suffix}-n{index}", f"lbmns{self.suffix}{index}",
-                                      f"{subnet}.{10 + index}", f"lbmv{self.suffix}{index}")
+                node = NamespacedNode(
+                    f"lbm-{self.suffix}-n{index}",
+                    f"lbmns{self.suffix}{index}",
+                    f"{subnet}.{10 + index}",
+                    f"lbmv{self.suffix}{index}",
+                )
                 self._ip("netns", "add", node.namespace)
                 self.namespaced.append(node)
-                self._ip("link", "add", node.veth, "type", "veth", "peer", "name", "eth0", "netns",
-                         node.namespace)
+                self._ip(
+                    "link", "add", node.veth, "type", "veth", "peer", "name", "eth0", "netns", node.namespace
+                )
                 self._ip("link", "set", node.veth, "master", bridge, "up")
                 inside = ["netns", "exec", node.namespace, "ip"]
                 self._ip(*inside, "addr", "add", f"{node.address}/24", "dev", "eth0")
@@ -230,23 +276,54 @@ class SlurmCluster:
         key.write_bytes(secrets.token_bytes(1024))
         key.chmod(0o400)
         (self.root / "munge").chmod(0o700)
-        self._start("munged", [
-            _sbin("munged"), "-F", "--force", f"--key-file={key}", f"--socket={self.munge_socket}",
-            f"--pid-file={self.root / 'munge' / 'munged.pid'}", f"--log-file={self.root / 'log' / 'munged.log'}",
-            f"--seed-file={self.root / 'munge' / 'munged.seed'}"])
+        self._start(
+            "munged",
+            [
+                _sbin("munged"),
+                "-F",
+                "--force",
+                f"--key-file={key}",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                f"--log-file={self.root / 'log' / 'munged.log'}",
+                f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+            ],
+        )
         self._wait(self.munge_socket.exists, "munged")
 
     def _start_mariadb(self) -> None:
         data = self.root / "mysql" / "data"
         subprocess.run(
-            ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
-             "--auth-root-authentication-method=normal", "--skip-test-db"],
-            check=True, capture_output=True, timeout=120)
-        self._start("mariadb", [
-            _sbin("mariadbd"), "--no-defaults", f"--datadir={data}", f"--socket={self.mysql_socket}",
-            f"--port={self.mysql_port}", "--bind-address=127.0.0.1", "--user=root", "--skip-grant-tables",
-            f"--pid-file={self.root / 'mysql' / 'mysqld.pid'}", "--innodb-buffer-pool-size=64M",
-            "--innodb-log-file-size=16M", "--innodb-lock-wait-timeout=900", "--skip-log-bin"])
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        self._start(
+            "mariadb",
+            [
+                _sbin("mariadbd"),
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={self.mysql_socket}",
+                f"--port={self.mysql_port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--skip-grant-tables",
+                f"--pid-file={self.root / 'mysql' / 'mysqld.pid'}",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=16M",
+                "--innodb-lock-wait-timeout=900",
+                "--skip-log-bin",
+            ],
+        )
         self._wait(lambda: self._port_open(self.mysql_port), "mariadb")
 
     def _write_configs(self) -> None:
@@ -257,21 +334,29 @@ class SlurmCluster:
             f"DebugLevel=info\nLogFile={self.root / 'log' / 'slurmdbd.log'}\n"
             f"PidFile={self.root / 'run' / 'slurmdbd.pid'}\n"
             f"StorageType=accounting_storage/mysql\nStorageHost=127.0.0.1\nStoragePort={self.mysql_port}\n"
-            f"StorageUser=root\nStorageLoc=slurm_{self.cluster_name}\n")
+            f"StorageUser=root\nStorageLoc=slurm_{self.cluster_name}\n"
+        )
         dbd.chmod(0o600)
         nodes = [("local", "127.0.0.1")] + [(n.name, n.address) for n in self.namespaced]
         for name, _ in nodes:
             (self.root / "spool" / name).mkdir(exist_ok=True)
         node_lines = "".join(
             f"NodeName={name} NodeAddr={address} CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} "
-            f"Gres=gpu:{NODE_GPUS} State=UNKNOWN\n" for name, address in nodes)
+            f"Gres=gpu:{NODE_GPUS} State=UNKNOWN\n"
+            for name, address in nodes
+        )
         partitions = f"PartitionName=debug Nodes=local Default=YES MaxTime={DEBUG_MAX_TIME} State=UP\n"
         if self.namespaced:
-            partitions += (f"PartitionName=multi Nodes={','.join(n.name for n in self.namespaced)} "
-                           f"MaxTime={MULTI_MAX_TIME} State=UP\n")
+            partitions += (
+                f"PartitionName=multi Nodes={','.join(n.name for n in self.namespaced)} "
+                f"MaxTime={MULTI_MAX_TIME} State=UP\n"
+            )
         (self.root / "etc" / "gres.conf").write_text(
             "AutoDetect=off\n"
-            + "".join(f"NodeName={name} Name=gpu File={device}\n" for name, _ in nodes for device in FAKE_GPUS))
+            + "".join(
+                f"NodeName={name} Name=gpu File={device}\n" for name, _ in nodes for device in FAKE_GPUS
+            )
+        )
         self.conf.write_text(
             f"ClusterName={self.cluster_name}\nSlurmctldHost={self.hostname}({self.controller_address})\n"
             f"SlurmctldPort={self.ctld_port}\nSlurmdPort={self.slurmd_port}\n{auth}CredType=cred/munge\n"
@@ -295,15 +380,25 @@ class SlurmCluster:
             "PriorityDecayHalfLife=1-0\nPriorityCalcPeriod=1\n"
             "KillWait=5\nInactiveLimit=0\nMinJobAge=600\nMessageTimeout=10\nSlurmdTimeout=60\n"
             "SlurmctldTimeout=60\nMailProg=/bin/true\nJobRequeue=1\n"
-            f"{node_lines}{partitions}")
+            f"{node_lines}{partitions}"
+        )
 
     def _add_associations(self) -> None:
         self.command("sacctmgr", "-i", "add", "cluster", self.cluster_name)
         for account in ACCOUNTS:
-            self.command("sacctmgr", "-i", "add", "account", account, f"cluster={self.cluster_name}",
-                         "fairshare=1")
-        self.command("sacctmgr", "-i", "add", "user", "root", f"account={','.join(ACCOUNTS)}",
-                     f"cluster={self.cluster_name}", f"defaultaccount={ACCOUNTS[0]}")
+            self.command(
+                "sacctmgr", "-i", "add", "account", account, f"cluster={self.cluster_name}", "fairshare=1"
+            )
+        self.command(
+            "sacctmgr",
+            "-i",
+            "add",
+            "user",
+            "root",
+            f"account={','.join(ACCOUNTS)}",
+            f"cluster={self.cluster_name}",
+            f"defaultaccount={ACCOUNTS[0]}",
+        )
 
     def wait_nodes_idle(self, timeout: float = 90) -> None:
         names = ["local"] + [n.name for n in self.namespaced]
@@ -321,6 +416,7 @@ if __name__ == "__main__":
     import tempfile
 
     cluster = SlurmCluster(Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="slurm-")))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     cluster.start()
     print(f"export SLURM_CONF={cluster.conf}", flush=True)
     try:

@@ -1,0 +1,1 @@
+"""The Slurm backend: jobs submitted with sbatch, read back with squeue/sacct; Slurm schedules them."""
