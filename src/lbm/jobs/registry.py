@@ -61,6 +61,13 @@ REGISTRY: dict[str, BackendInfo] = {
             )
         },
     ),
+    "slurm": BackendInfo(
+        "slurm",
+        "lbm.jobs.slurm.backend:SlurmBackend",
+        multi_node=True,
+        own_scheduler=True,
+        poll_interval_s=2.0,
+    ),
 }
 
 

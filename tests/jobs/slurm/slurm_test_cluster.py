@@ -1,10 +1,11 @@
 """A real Slurm cluster for tests: munged, MariaDB, slurmdbd, slurmctld and slurmd in one temp dir, as root.
 
-Multifactor priority with fair share (through slurmdbd), two team accounts, one partition `debug` on a node
-at 127.0.0.1 with two (file-less) GPUs, and, where network namespaces can be made, a partition `multi` of two
-nodes, each slurmd in its own network and UTS namespace with its own address on a bridge. Every daemon is a
-child of the test process and is stopped (and the namespaces and the bridge removed) by `stop`, which also
-runs when `start` fails half way.
+Multifactor priority with fair share (through slurmdbd) and two team accounts. Partitions: `debug` on a
+node at 127.0.0.1 with two GPUs (device files that every machine has stand in for them); `held` on the same
+node, which takes jobs but starts none (DOWN); and, where network namespaces can be made, `multi` of two
+nodes, each slurmd in its own network, UTS and mount namespace with its own address on a bridge, hostname
+and /etc/hosts. Every daemon is a child of the test process and is stopped (and the namespaces and the
+bridge removed) by `stop`, which also runs when `start` fails half way.
 """
 
 from __future__ import annotations
@@ -345,7 +346,10 @@ class SlurmCluster:
             f"Gres=gpu:{NODE_GPUS} State=UNKNOWN\n"
             for name, address in nodes
         )
-        partitions = f"PartitionName=debug Nodes=local Default=YES MaxTime={DEBUG_MAX_TIME} State=UP\n"
+        partitions = (
+            f"PartitionName=debug Nodes=local Default=YES MaxTime={DEBUG_MAX_TIME} State=UP\n"
+            f"PartitionName=held Nodes=local MaxTime={DEBUG_MAX_TIME} State=DOWN\n"
+        )
         if self.namespaced:
             partitions += (
                 f"PartitionName=multi Nodes={','.join(n.name for n in self.namespaced)} "

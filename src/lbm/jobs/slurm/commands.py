@@ -67,6 +67,7 @@ class SlurmJob:
     restart_count: int
     nodes: str
     exit_code: int | None
+    node_count: int = 1
 
 
 def _time(value) -> float | None:
@@ -98,6 +99,7 @@ def squeue_jobs(user: str | None = None) -> list[SlurmJob]:
             restart_count=int(job.get("restart_cnt") or 0),
             nodes=job.get("nodes") or "",
             exit_code=_exit_code(job.get("exit_code")),
+            node_count=int(job.get("node_count") or 1),
         )
         for job in jobs
         if user is None or job["user_name"] == user
@@ -279,6 +281,15 @@ def partitions() -> list[Partition]:
             )
         )
     return result
+
+
+def cluster_name() -> str:
+    """The name slurm.conf gives the cluster."""
+    for line in run(["scontrol", "show", "config"]).splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ClusterName":
+            return value.strip()
+    raise SlurmCommandError("scontrol show config names no ClusterName")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
-"""The batch script of a Slurm job: `torchrun` on every node through one `srun`, the rendezvous on the
-allocation's first node, a checkpoint before the time limit, and a requeue while retries are left.
+"""The batch script of a Slurm job: its step (`torchrun` of `lbm train`) on every node through one `srun`,
+the rendezvous on the allocation's first node, a checkpoint before the time limit, a requeue while retries
+are left, and a last command once the job is done (the end-of-job archive).
 
 The script holds no secret (they reach the job through sbatch's environment). It traps SIGUSR1 (sent
 `--signal=B:USR1@120` before the time limit) and SIGTERM and passes SIGTERM on to the training step, whose
 trainer then saves a checkpoint and stops. An attempt that fails with retries left requeues the job
 (`scontrol requeue`), and the next attempt resumes from the job's checkpoints; a job requeued by Slurm itself
-(a node failure) past its retries ends at once.
+(a node failure) past its retries ends at once. Attempts count from 0 (`LBM_ATTEMPT`, Slurm's restart count).
 """
 
 from __future__ import annotations
@@ -22,31 +23,33 @@ CHECKPOINT_SIGNAL = "B:USR1@120"
 
 @dataclass(frozen=True)
 class BatchJob:
-    """What the batch script runs: `train_args` (the arguments of `lbm train`) on every node."""
+    """What the batch script runs: `step` on every node (its words may hold `${...}` for the node's shell)."""
 
     name: str
-    train_args: tuple[str, ...]
-    nproc_per_node: int
+    step: tuple[str, ...]
     retries: int
     run_dir: str
     env: Mapping[str, str] = field(default_factory=dict)
-    python: str = sys.executable
     after: tuple[str, ...] = ()
 
-    def node_log(self) -> str:
-        """srun's output file of each node (`%N`: the node's name) for the attempt."""
-        return f"{self.run_dir}/logs/attempt-${{LBM_ATTEMPT}}-%N.log"
+
+def node_log(run_dir: str, attempt: int | str, node: str) -> str:
+    """Where the output of `node` in attempt `attempt` goes (srun expands `%N` to the node's name)."""
+    return f"{run_dir}/logs/attempt-{attempt}-{node}.log"
 
 
-def torchrun_argv(job: BatchJob) -> list[str]:
-    """torchrun of `lbm train` on one node; the shell expands the node rank and the first node address."""
-    return [
-        job.python, "-m", "torch.distributed.run",
-        "--nnodes=${SLURM_NNODES}", "--node-rank=${SLURM_NODEID}", f"--nproc-per-node={job.nproc_per_node}",
+def training_step(
+    train_args: Sequence[str], nproc_per_node: int, python: str = sys.executable
+) -> tuple[str, ...]:
+    """torchrun of `lbm train TRAIN_ARGS` on one node; the node's shell fills in its rank and the first
+    node's address (srun's SLURM_LAUNCH_NODE_IPADDR)."""
+    return (
+        python, "-m", "torch.distributed.run",
+        "--nnodes=${SLURM_NNODES}", "--node-rank=${SLURM_NODEID}", f"--nproc-per-node={nproc_per_node}",
         "--master-addr=${SLURM_LAUNCH_NODE_IPADDR}",
         f"--master-port=$(( {RENDEZVOUS_PORT_BASE} + SLURM_JOB_ID % 10000 ))",
-        "-m", "lbm.cli.train", *job.train_args,
-    ]  # fmt: skip
+        "-m", "lbm.cli.train", *train_args,
+    )  # fmt: skip
 
 
 def _exports(env: Mapping[str, str]) -> str:
@@ -60,23 +63,24 @@ def _words(argv: Sequence[str]) -> str:
 
 def batch_script(job: BatchJob) -> str:
     """The text of the job's batch script."""
-    step = f"bash -c {shlex.quote('exec ' + _words(torchrun_argv(job)))}"
+    step = f"bash -c {shlex.quote('exec ' + _words(job.step))}"
     after = f"{_words(job.after)}\n" if job.after else ""
+    log = node_log(job.run_dir, "${LBM_ATTEMPT}", "%N")
     return f"""#!/bin/bash
-# lbm job {job.name}: one torchrun per node through srun; the rendezvous is on the first node.
+# lbm job {job.name}: its step on every node through srun; a training step's rendezvous is on the first node.
 set -u
-export LBM_ATTEMPT=$(( ${{SLURM_RESTART_COUNT:-0}} + 1 ))
+{_exports(job.env)}export LBM_ATTEMPT=${{SLURM_RESTART_COUNT:-0}}
 retries={job.retries}
-{_exports(job.env)}mkdir -p {shlex.quote(job.run_dir)}/logs
+mkdir -p {shlex.quote(job.run_dir)}/logs
 echo "lbm: attempt $LBM_ATTEMPT of job {job.name} on $SLURM_JOB_NODELIST"
-if (( LBM_ATTEMPT > retries + 1 )); then
+if (( LBM_ATTEMPT > retries )); then
   echo "lbm: requeued after its last retry ($retries): not running again"
   exit 1
 fi
 step=
 stop() {{ echo "lbm: stop requested: checkpointing"; [[ -n "$step" ]] && kill -TERM "$step"; }}
 trap stop USR1 TERM
-srun --kill-on-bad-exit=1 --ntasks-per-node=1 --output="{job.node_log()}" {step} &
+srun --kill-on-bad-exit=1 --ntasks-per-node=1 --output="{log}" {step} &
 step=$!
 while true; do
   wait "$step"
@@ -84,7 +88,7 @@ while true; do
   kill -0 "$step" 2>/dev/null || break
 done
 echo "lbm: attempt $LBM_ATTEMPT ended with exit status $code"
-if (( code != 0 && LBM_ATTEMPT <= retries )); then
+if (( code != 0 && LBM_ATTEMPT < retries )); then
   echo "lbm: requeueing for attempt $(( LBM_ATTEMPT + 1 ))"
   scontrol requeue "$SLURM_JOB_ID" && exit 0
 fi
