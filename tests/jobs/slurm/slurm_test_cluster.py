@@ -73,6 +73,8 @@ class SlurmCluster:
     """The daemons of one test cluster under `root`; `env` is what a client command needs (SLURM_CONF)."""
 
     root: Path
+    node_cpus: int = NODE_CPUS
+    min_job_age_s: int = 600
     cluster_name: str = field(default_factory=lambda: f"lbm{secrets.token_hex(3)}")
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     namespaced: list[NamespacedNode] = field(default_factory=list)
@@ -82,6 +84,7 @@ class SlurmCluster:
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
         self.hostname = socket.gethostname().split(".")[0]
+        self.local_node = self.hostname  # as on a real cluster, a node's name is its hostname (srun's %N)
         self.conf = self.root / "etc" / "slurm.conf"
         self.munge_socket = self.root / "munge" / "munge.socket.2"
         self.mysql_socket = self.root / "mysql" / "mysqld.sock"
@@ -117,7 +120,7 @@ class SlurmCluster:
             self._add_associations()
             self._start("slurmctld", [_sbin("slurmctld"), "-D", "-i"])
             self._wait(lambda: self.command("scontrol", "ping", check=False).count("UP") > 0, "slurmctld")
-            self._start("slurmd-local", [_sbin("slurmd"), "-D", "-N", "local"])
+            self._start(f"slurmd-{self.local_node}", [_sbin("slurmd"), "-D", "-N", self.local_node])
             for node in self.namespaced:
                 self._start(f"slurmd-{node.name}", self._namespaced_slurmd(node))
             self.wait_nodes_idle()
@@ -338,17 +341,17 @@ class SlurmCluster:
             f"StorageUser=root\nStorageLoc=slurm_{self.cluster_name}\n"
         )
         dbd.chmod(0o600)
-        nodes = [("local", "127.0.0.1")] + [(n.name, n.address) for n in self.namespaced]
+        nodes = [(self.local_node, "127.0.0.1")] + [(n.name, n.address) for n in self.namespaced]
         for name, _ in nodes:
             (self.root / "spool" / name).mkdir(exist_ok=True)
         node_lines = "".join(
-            f"NodeName={name} NodeAddr={address} CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} "
+            f"NodeName={name} NodeAddr={address} CPUs={self.node_cpus} RealMemory={NODE_MEMORY_MB} "
             f"Gres=gpu:{NODE_GPUS} State=UNKNOWN\n"
             for name, address in nodes
         )
         partitions = (
-            f"PartitionName=debug Nodes=local Default=YES MaxTime={DEBUG_MAX_TIME} State=UP\n"
-            f"PartitionName=held Nodes=local MaxTime={DEBUG_MAX_TIME} State=DOWN\n"
+            f"PartitionName=debug Nodes={self.local_node} Default=YES MaxTime={DEBUG_MAX_TIME} State=UP\n"
+            f"PartitionName=held Nodes={self.local_node} MaxTime={DEBUG_MAX_TIME} State=DOWN\n"
         )
         if self.namespaced:
             partitions += (
@@ -382,7 +385,7 @@ class SlurmCluster:
             "PriorityType=priority/multifactor\nPriorityWeightFairshare=100000\nPriorityWeightAge=0\n"
             "PriorityWeightJobSize=0\nPriorityWeightPartition=0\nPriorityWeightQOS=0\n"
             "PriorityDecayHalfLife=1-0\nPriorityCalcPeriod=1\n"
-            "KillWait=5\nInactiveLimit=0\nMinJobAge=600\nMessageTimeout=10\nSlurmdTimeout=60\n"
+            f"KillWait=5\nInactiveLimit=0\nMinJobAge={self.min_job_age_s}\nMessageTimeout=10\nSlurmdTimeout=60\n"
             "SlurmctldTimeout=60\nMailProg=/bin/true\nJobRequeue=1\n"
             f"{node_lines}{partitions}"
         )
@@ -405,7 +408,7 @@ class SlurmCluster:
         )
 
     def wait_nodes_idle(self, timeout: float = 90) -> None:
-        names = ["local"] + [n.name for n in self.namespaced]
+        names = [self.local_node] + [n.name for n in self.namespaced]
 
         def idle() -> bool:
             out = self.command("sinfo", "-N", "-h", "-o", "%N %t", check=False)
@@ -420,8 +423,8 @@ if __name__ == "__main__":
     import tempfile
 
     cluster = SlurmCluster(Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="slurm-")))
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     cluster.start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # after: daemons inherit masks
     print(f"export SLURM_CONF={cluster.conf}", flush=True)
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

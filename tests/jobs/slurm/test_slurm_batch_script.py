@@ -12,7 +12,7 @@ from slurm_test_cluster import ACCOUNTS, SlurmCluster
 from e2e.e2e_lab import TINY, complete_checkpoints, metric_steps, overrides
 from lbm.jobs.model import JobState
 from lbm.jobs.slurm import commands
-from lbm.jobs.slurm.script import CHECKPOINT_SIGNAL, BatchJob, batch_script
+from lbm.jobs.slurm.script import CHECKPOINT_SIGNAL, BatchJob, batch_script, training_step
 from lbm.jobs.slurm.states import job_state
 from polling import wait_for
 
@@ -39,8 +39,9 @@ def submit_training(
     run_dir = tmp_path / name
     job = BatchJob(
         name=name,
-        train_args=("--config-file", TINY, "--output-dir", str(run_dir / "output"), *train_overrides),
-        nproc_per_node=1,
+        step=training_step(
+            ["--config-file", TINY, "--output-dir", str(run_dir / "output"), *train_overrides], 1
+        ),
         retries=retries,
         run_dir=str(run_dir),
         env={"LBM_DATA_DIR": str(data), "OMP_NUM_THREADS": "1"},
@@ -79,10 +80,10 @@ def test_two_nodes_in_their_own_namespaces_train_one_run_through_srun(
     first, second = (n.name for n in slurm_cluster.namespaced)
     assert ended.nodes == commands.run(["scontrol", "show", "hostlist", f"{first},{second}"]).strip()
     logs = {path.name: path.read_text() for path in (run_dir / "logs").iterdir()}
-    assert set(logs) == {f"attempt-1-{first}.log", f"attempt-1-{second}.log"}
+    assert set(logs) == {f"attempt-0-{first}.log", f"attempt-0-{second}.log"}
     # Rank 0 (the first node) reports for the run; the second node's rank trained in the same DDP group.
-    assert "finished at step 4" in logs[f"attempt-1-{first}.log"]
-    assert "finished at step" not in logs[f"attempt-1-{second}.log"]
+    assert "finished at step 4" in logs[f"attempt-0-{first}.log"]
+    assert "finished at step" not in logs[f"attempt-0-{second}.log"]
     output = run_dir / "output"
     assert sorted(complete_checkpoints(output)) == [4]
     assert metric_steps((output / "metrics.jsonl").read_text()) == [2, 4]
@@ -102,9 +103,9 @@ def test_an_attempt_killed_on_its_node_is_requeued_and_resumes_from_its_checkpoi
     batch_log = Path(f"{job.run_dir}.log").read_text()
     assert job_state(ended.state, ended.reason, ended.exit_code)[0] is JobState.SUCCEEDED, batch_log
     assert ended.restart_count == 1
-    assert f"attempt 1 ended with exit status {128 + signal.SIGKILL}" in batch_log
-    assert "requeueing for attempt 2" in batch_log
-    second = (Path(job.run_dir) / "logs" / "attempt-2-local.log").read_text()
+    assert f"attempt 0 ended with exit status {128 + signal.SIGKILL}" in batch_log
+    assert "requeueing for attempt 1" in batch_log
+    second = (Path(job.run_dir) / "logs" / f"attempt-1-{slurm_cluster.local_node}.log").read_text()
     assert f"resuming from {complete_checkpoints(output)[killed_at]} at step {killed_at}" in second
     steps = metric_steps((output / "metrics.jsonl").read_text())
     assert steps == list(range(2, 13, 2))

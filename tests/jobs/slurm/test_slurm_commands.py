@@ -80,12 +80,13 @@ def test_a_job_waiting_for_the_node_is_runnable_with_its_reason_and_cancels(
 def test_partitions_nodes_shares_and_accounts_describe_the_cluster(slurm_cluster: SlurmCluster):
     partitions = {p.name: p for p in commands.partitions()}
     debug = partitions["debug"]
-    assert (debug.nodes, debug.gpus_per_node, debug.default) == (("local",), NODE_GPUS, True)
+    assert (debug.nodes, debug.gpus_per_node, debug.default) == ((slurm_cluster.local_node,), NODE_GPUS, True)
     assert debug.max_time_s == commands.duration_s(DEBUG_MAX_TIME) == 7200
     if slurm_cluster.namespaced:
         assert partitions["multi"].nodes == tuple(n.name for n in slurm_cluster.namespaced)
     nodes = {n.name: n for n in commands.nodes()}
-    assert nodes["local"].gpus == NODE_GPUS and nodes["local"].address == "127.0.0.1"
+    local = nodes[slurm_cluster.local_node]
+    assert local.gpus == NODE_GPUS and local.address == "127.0.0.1"
     assert {s.account for s in commands.shares() if s.user == "root"} >= set(ACCOUNTS)
     assert commands.user_accounts("root") >= set(ACCOUNTS)
     assert commands.user_accounts("nobody-here") == set()

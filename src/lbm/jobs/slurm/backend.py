@@ -77,6 +77,13 @@ class SlurmBackend:
         default = lbm_home() / "slurm" / region.name
         self.state_dir = Path(self.settings.state_dir).expanduser() if self.settings.state_dir else default
         self.python = self.settings.python or sys.executable
+        self._partitions: dict[str, commands.Partition] | None = None
+
+    def partitions(self) -> dict[str, commands.Partition]:
+        """The cluster's partitions by name, read once per backend (one command's life)."""
+        if self._partitions is None:
+            self._partitions = {p.name: p for p in commands.partitions()}
+        return self._partitions
 
     @classmethod
     def builtin_site(cls) -> Site:
@@ -147,7 +154,7 @@ class SlurmBackend:
         """LbmError for what Slurm would refuse or never run: an unknown partition or account, more nodes,
         GPUs per node or time than the partition has."""
         settings = self._queue_settings(spec)
-        partitions = {p.name: p for p in commands.partitions()}
+        partitions = self.partitions()
         partition = partitions.get(settings.partition)
         if partition is None:
             raise LbmError(
@@ -209,7 +216,7 @@ class SlurmBackend:
         qos = settings.priority_qos if spec.priority > 0 and settings.priority_qos else settings.qos
         if qos:
             options.append(f"--qos={qos}")
-        partition = next((p for p in commands.partitions() if p.name == settings.partition), None)
+        partition = self.partitions().get(settings.partition)
         if partition is not None and partition.gpus_per_node:
             options.append(f"--gpus-per-node={spec.nproc_per_node}")
         if spec.max_runtime_s is not None:

@@ -210,13 +210,6 @@ def _fields(line: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in line.split() if "=" in item)
 
 
-def hostnames(nodelist: str) -> list[str]:
-    """A node list such as `n[1-2],gpu7` as names."""
-    if not nodelist:
-        return []
-    return run(["scontrol", "show", "hostnames", nodelist]).split()
-
-
 def gpus(gres: str) -> int:
     """The GPU count in a gres string such as `gpu:2`, `gpu:a100:4(S:0-1)`, `gpu:0,tmpdisk:10`."""
     total = 0
@@ -258,22 +251,21 @@ def nodes() -> list[Node]:
 
 
 def partitions() -> list[Partition]:
-    """Every partition, with GPUs per node from its nodes' gres."""
-    by_node = {node.name: node for node in nodes()}
+    """Every partition, with its nodes and GPUs per node from sinfo (two calls in all)."""
+    all_nodes = nodes()
     result = []
     for line in run(["scontrol", "show", "partition", "--oneliner"]).splitlines():
         if not line.strip():
             continue
         fields = _fields(line)
-        members = tuple(
-            hostnames(fields.get("Nodes", "")) if fields.get("Nodes") not in (None, "(null)") else ()
-        )
+        name = fields["PartitionName"]
+        members = [n for n in all_nodes if name in n.partitions]
         accounts = fields.get("AllowAccounts", "ALL")
         result.append(
             Partition(
-                name=fields["PartitionName"],
-                nodes=members,
-                gpus_per_node=min((by_node[n].gpus for n in members if n in by_node), default=0),
+                name=name,
+                nodes=tuple(n.name for n in members),
+                gpus_per_node=min((n.gpus for n in members), default=0),
                 cpus=int(fields.get("TotalCPUs", 0)),
                 max_time_s=duration_s(fields.get("MaxTime", "UNLIMITED")),
                 allow_accounts=None if accounts == "ALL" else tuple(accounts.split(",")),
