@@ -96,7 +96,8 @@ def test_an_attempt_killed_on_its_node_is_requeued_and_resumes_from_its_checkpoi
     output = Path(job.run_dir) / "output"
     wait_for(lambda: complete_checkpoints(output), "the first complete checkpoint", timeout=DEADLINE_S)
     commands.scancel(f"{job_id}.0", signal="KILL")
-    killed_at = max(complete_checkpoints(output))
+    before_kill = complete_checkpoints(output)
+    killed_at = max(before_kill)
     assert killed_at < 12, "the run ended before it could be killed mid-way"
 
     ended = wait_ended(job_id)
@@ -106,6 +107,6 @@ def test_an_attempt_killed_on_its_node_is_requeued_and_resumes_from_its_checkpoi
     assert f"attempt 0 ended with exit status {128 + signal.SIGKILL}" in batch_log
     assert "requeueing for attempt 1" in batch_log
     second = (Path(job.run_dir) / "logs" / f"attempt-1-{slurm_cluster.local_node}.log").read_text()
-    assert f"resuming from {complete_checkpoints(output)[killed_at]} at step {killed_at}" in second
+    assert f"resuming from {before_kill[killed_at]} at step {killed_at}" in second
     steps = metric_steps((output / "metrics.jsonl").read_text())
     assert steps == list(range(2, 13, 2))

@@ -215,3 +215,20 @@ def test_the_account_with_less_usage_goes_first(slurm_lab: SlurmLab, tmp_path: P
     listed = slurm_lab.lab.run("sagey", "ls", "--json")
     states = {job["name"]: job["state"] for job in json.loads(listed.stdout)}
     assert states[first] == "RUNNABLE" and states[second] in ("STARTING", "RUNNING", "SUCCEEDED")
+
+
+def test_lbm_site_slurm_is_the_cluster_with_a_queue_per_partition(
+    slurm_lab: SlurmLab, slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("LBM_SITE", "slurm")
+    site = load_site()
+    region = site.region()
+    assert (site.default_region, region.backend) == (slurm_cluster.cluster_name, "slurm")
+    assert region.bucket == f"file://{os.environ['LBM_HOME']}/bucket"
+    expected = [("debug", 1), ("held", 1)] + ([("multi", 2)] if slurm_cluster.namespaced else [])
+    assert [(q.name, q.capacity) for q in region.queues] == expected
+    listed = slurm_lab.lab.run("batchy", "list-queues", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [q["name"] for q in json.loads(listed.stdout)] == [name for name, _ in expected]
+    usage = slurm_lab.lab.run("sagey", "usage", "--json")
+    assert usage.returncode == 0, usage.stderr
