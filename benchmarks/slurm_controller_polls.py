@@ -1,9 +1,9 @@
 """slurmctld RPCs per minute while 20 jobs run and a watcher polls them, as `lbm watch` does.
 
-20 `sleep` jobs run on a 24-CPU test node (submitted through the Slurm backend); then, for `--seconds`
-(60), the backend lists the region's jobs every `poll_interval_s` of the registry (what `lbm watch` and a
-`sagey ls` loop do). slurmctld's own counters (`sdiag`, reset at the start) give the RPCs it served, by type.
-One listing is one `squeue` call for all jobs, so the count does not grow with the number of jobs.
+20 `sleep` jobs run on a 24-CPU test node without GPUs (submitted through the Slurm backend); then, for
+`--seconds` (60), the backend lists the region's jobs every `poll_interval_s` of the registry (what
+`lbm watch` and a `sagey ls` loop do). slurmctld's own counters (`sdiag`, reset at the start) give the RPCs
+it served, by type. One listing is one `squeue` call for all jobs, so the count does not grow with them.
 
     python benchmarks/slurm_controller_polls.py --seconds 60
 """
@@ -15,11 +15,10 @@ import re
 import subprocess
 import time
 
-from slurm_cluster import bench_cluster
-
 from lbm.jobs.model import JobSpec, JobState
 from lbm.jobs.registry import backend_info
 from lbm.jobs.slurm import commands
+from slurm_cluster import bench_cluster
 
 JOBS = 20
 
@@ -38,7 +37,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=60)
     args = p.parse_args()
-    with bench_cluster(node_cpus=24) as (_, root):
+    with bench_cluster(node_cpus=24, gpu_files=()) as (_, root):
         from lbm.jobs.registry import backend_for
         from lbm.site import load_site
 

@@ -1,7 +1,7 @@
 """`sagey ls` (and `--all`), whole process, with `--jobs` (1,000) finished jobs that only `sacct` still knows.
 
-The jobs (`true`, submitted through the Slurm backend) run on a 16-CPU test node; slurmctld forgets an
-ended job after 2 s (MinJobAge), so once they are done every listing reads them from the accounting
+The jobs (`true`, submitted through the Slurm backend) run on a 16-CPU test node without GPUs; slurmctld
+forgets an ended job after 2 s (MinJobAge), so once they are done every listing reads them from the accounting
 database: one `squeue --json` and one `sacct` call per listing of the backend (sagey ls lists twice: the
 live jobs, then the newest that ended). Each command runs `--runs` times after a warm-up; median, p90, min.
 
@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from slurm_cluster import bench_cluster
-
 from lbm.jobs.model import JobSpec
 from lbm.jobs.slurm import commands
+from slurm_cluster import bench_cluster
 
 BIN = Path(sys.executable).parent
 OWNERS = ("alice", "bob", "carol", "dave")
@@ -37,7 +36,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--runs", type=int, default=10)
     args = p.parse_args()
-    with bench_cluster(node_cpus=16, min_job_age_s=2) as (_, root):
+    with bench_cluster(node_cpus=16, gpu_files=(), min_job_age_s=2) as (_, root):
         from lbm.jobs.registry import backend_for
         from lbm.site import load_site
 

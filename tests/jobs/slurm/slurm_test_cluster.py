@@ -74,6 +74,7 @@ class SlurmCluster:
 
     root: Path
     node_cpus: int = NODE_CPUS
+    gpu_files: tuple[str, ...] = FAKE_GPUS  # () for nodes without GPUs
     min_job_age_s: int = 600
     cluster_name: str = field(default_factory=lambda: f"lbm{secrets.token_hex(3)}")
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -346,7 +347,7 @@ class SlurmCluster:
             (self.root / "spool" / name).mkdir(exist_ok=True)
         node_lines = "".join(
             f"NodeName={name} NodeAddr={address} CPUs={self.node_cpus} RealMemory={NODE_MEMORY_MB} "
-            f"Gres=gpu:{NODE_GPUS} State=UNKNOWN\n"
+            f"{f'Gres=gpu:{len(self.gpu_files)} ' if self.gpu_files else ''}State=UNKNOWN\n"
             for name, address in nodes
         )
         partitions = (
@@ -361,7 +362,7 @@ class SlurmCluster:
         (self.root / "etc" / "gres.conf").write_text(
             "AutoDetect=off\n"
             + "".join(
-                f"NodeName={name} Name=gpu File={device}\n" for name, _ in nodes for device in FAKE_GPUS
+                f"NodeName={name} Name=gpu File={device}\n" for name, _ in nodes for device in self.gpu_files
             )
         )
         self.conf.write_text(

@@ -92,13 +92,13 @@ def test_two_nodes_in_their_own_namespaces_train_one_run_through_srun(
 def test_an_attempt_killed_on_its_node_is_requeued_and_resumes_from_its_checkpoint(
     slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    job_id, job = submit_training(tmp_path, monkeypatch, "lbm-requeued", nodes=1, max_steps=12, retries=1)
+    job_id, job = submit_training(tmp_path, monkeypatch, "lbm-requeued", nodes=1, max_steps=8, retries=1)
     output = Path(job.run_dir) / "output"
     wait_for(lambda: complete_checkpoints(output), "the first complete checkpoint", timeout=DEADLINE_S)
     commands.scancel(f"{job_id}.0", signal="KILL")
     before_kill = complete_checkpoints(output)
     killed_at = max(before_kill)
-    assert killed_at < 12, "the run ended before it could be killed mid-way"
+    assert killed_at < 8, "the run ended before it could be killed mid-way"
 
     ended = wait_ended(job_id)
     batch_log = Path(f"{job.run_dir}.log").read_text()
@@ -109,4 +109,4 @@ def test_an_attempt_killed_on_its_node_is_requeued_and_resumes_from_its_checkpoi
     second = (Path(job.run_dir) / "logs" / f"attempt-1-{slurm_cluster.local_node}.log").read_text()
     assert f"resuming from {before_kill[killed_at]} at step {killed_at}" in second
     steps = metric_steps((output / "metrics.jsonl").read_text())
-    assert steps == list(range(2, 13, 2))
+    assert steps == list(range(2, 9, 2))
