@@ -1,11 +1,12 @@
 """`lbm launch`, `sagey` and `batchy` on the Slurm backend as a user runs them, on the real test cluster: a
-tiny training job to SUCCEEDED with its artifact tree, logs while it runs, stop and cancel, bad input, and
-Slurm's fair share between two accounts."""
+tiny training job to SUCCEEDED with its artifact tree, logs while it runs, stop and cancel, bad input,
+Slurm's fair share between two accounts, a 2-node job, and a killed attempt requeued and resumed."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,7 @@ class SlurmLab:
 def slurm_lab(
     slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[SlurmLab]:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the jobs get it through sbatch: one torch thread a rank
     with lab_machine(tmp_path, monkeypatch) as lab:
         slurm = SlurmLab(lab)
         try:
@@ -232,3 +234,49 @@ def test_lbm_site_slurm_is_the_cluster_with_a_queue_per_partition(
     assert [q["name"] for q in json.loads(listed.stdout)] == [name for name, _ in expected]
     usage = slurm_lab.lab.run("sagey", "usage", "--json")
     assert usage.returncode == 0, usage.stderr
+
+
+def test_a_two_node_launch_trains_one_run_across_two_hosts_of_their_own(
+    slurm_lab: SlurmLab, slurm_cluster: SlurmCluster
+):
+    """Two slurmd, each in its own network namespace with its own address and hostname: torchrun on both
+    through srun, the rendezvous on the first; one set of checkpoints and metrics."""
+    if not slurm_cluster.namespaced:
+        pytest.skip(slurm_cluster.multi_node_problem)
+    name = slurm_lab.launch("--queue", "multi", "--instance-count", "2", "--config-overrides", overrides(4))
+    job = slurm_lab.wait_state(name, {JobState.SUCCEEDED, JobState.FAILED})
+    assert job.state is JobState.SUCCEEDED, "\n".join(slurm_lab.backend.logs(name, from_head=True))
+    first, second = (node.name for node in slurm_cluster.namespaced)
+    logs = {p.name: p.read_text() for p in (slurm_lab.backend.run_dir(name) / "logs").iterdir()}
+    assert set(logs) == {f"attempt-0-{first}.log", f"attempt-0-{second}.log"}
+    # Rank 0 (on the first node) reports for the run; the second node's rank trained in the same DDP group.
+    assert "finished at step 4" in logs[f"attempt-0-{first}.log"]
+    assert "finished at step" not in logs[f"attempt-0-{second}.log"]
+    printed = slurm_lab.lab.run("sagey", "logs", name, "--no-follow", "--startfromhead").stdout
+    assert f"{first}: finished at step 4" in printed and f"{second}: " in printed
+    artifact = Path(job.artifact_uri.removeprefix("file://"))
+    assert max(complete_checkpoints(artifact)) == 4
+    assert metric_steps((artifact / "metrics.jsonl").read_text()) == [2, 4]
+
+
+def test_an_attempt_killed_on_its_node_is_requeued_and_resumes_from_its_checkpoint(slurm_lab: SlurmLab):
+    name = slurm_lab.launch("--retries", "1", "--config-overrides", overrides(8))
+    job = slurm_lab.wait_state(name, {JobState.RUNNING})
+    output = slurm_lab.backend.run_dir(name) / "output"
+    before_kill = wait_for(lambda: complete_checkpoints(output), "the first complete checkpoint")
+    commands.scancel(f"{job.engine_id}.0", signal="KILL")  # the training step, on its node
+    killed_at = max(before_kill)
+    assert killed_at < 8, "the run ended before it could be killed mid-way"
+
+    job = slurm_lab.wait_state(name, {JobState.SUCCEEDED, JobState.FAILED})
+    logs = "\n".join(slurm_lab.backend.logs(name, from_head=True))
+    assert job.state is JobState.SUCCEEDED, logs
+    assert [a.index for a in job.attempts] == [0, 1]
+    assert f"batch: lbm: attempt 0 ended with exit status {128 + signal.SIGKILL}" in logs
+    assert "batch: lbm: requeueing for attempt 1" in logs
+    resumed = f"resuming from {before_kill[killed_at]} at step {killed_at}"
+    run_logs = slurm_lab.backend.run_dir(name) / "logs"
+    assert resumed in next(run_logs.glob("attempt-1-*.log")).read_text()
+    assert "resuming from" not in next(run_logs.glob("attempt-0-*.log")).read_text()
+    artifact = Path(job.artifact_uri.removeprefix("file://"))
+    assert metric_steps((artifact / "metrics.jsonl").read_text()) == [2, 4, 6, 8]
