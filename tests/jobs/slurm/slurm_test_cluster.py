@@ -27,6 +27,7 @@ NODE_CPUS = 2
 FAKE_GPUS = ("/dev/null", "/dev/zero")
 NODE_GPUS = len(FAKE_GPUS)
 NODE_MEMORY_MB = 4000
+CRED_EXPIRE_S = 10
 DEBUG_MAX_TIME = "2:00:00"
 MULTI_MAX_TIME = "1:00:00"
 
@@ -333,6 +334,8 @@ class SlurmCluster:
 
     def _write_configs(self) -> None:
         auth = f"AuthType=auth/munge\nAuthInfo=socket={self.munge_socket}\n"
+        # A requeued job waits a credential lifetime (120 s by default) before it may start again.
+        ctld_auth = f"AuthType=auth/munge\nAuthInfo=socket={self.munge_socket},cred_expire={CRED_EXPIRE_S}\n"
         dbd = self.root / "etc" / "slurmdbd.conf"
         dbd.write_text(
             f"{auth}DbdAddr=127.0.0.1\nDbdHost=localhost\nDbdPort={self.dbd_port}\nSlurmUser=root\n"
@@ -367,7 +370,7 @@ class SlurmCluster:
         )
         self.conf.write_text(
             f"ClusterName={self.cluster_name}\nSlurmctldHost={self.hostname}({self.controller_address})\n"
-            f"SlurmctldPort={self.ctld_port}\nSlurmdPort={self.slurmd_port}\n{auth}CredType=cred/munge\n"
+            f"SlurmctldPort={self.ctld_port}\nSlurmdPort={self.slurmd_port}\n{ctld_auth}CredType=cred/munge\n"
             "SlurmUser=root\nSlurmdUser=root\n"
             f"StateSaveLocation={self.root / 'state'}\nSlurmdSpoolDir={self.root / 'spool'}/%n\n"
             f"SlurmctldPidFile={self.root / 'run' / 'slurmctld.pid'}\n"
