@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ports import free_port
+
 ACCOUNTS = ("team-a", "team-b")
 NODE_CPUS = 2
 # Slurm counts a GPU per device file; character devices every machine has stand in for them.
@@ -30,12 +32,6 @@ NODE_MEMORY_MB = 4000
 CRED_EXPIRE_S = 10
 DEBUG_MAX_TIME = "2:00:00"
 MULTI_MAX_TIME = "1:00:00"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def available() -> str | None:
