@@ -112,8 +112,10 @@ def test_a_tiny_launch_runs_to_succeeded_with_its_logs_while_running_and_its_art
 
     lines = wait_for(logged_while_running, "sagey logs to show the node's output while the job runs", 240)
     assert all(line.startswith((f"{node}: ", "batch: ")) for line in lines.splitlines())
+    followed = slurm_lab.lab.run("sagey", "logs", name, "--startfromhead", timeout=240)  # returns at the end
+    assert followed.returncode == 0 and f"{node}: finished at step 8" in followed.stdout, followed.stderr
 
-    job = slurm_lab.wait_state(name, {JobState.SUCCEEDED, JobState.FAILED})
+    job = slurm_lab.backend.describe(name)
     assert job.state is JobState.SUCCEEDED, "\n".join(slurm_lab.backend.logs(name, from_head=True))
     assert [a.index for a in job.attempts] == [0] and job.attempts[0].host == node
     artifact = Path(job.artifact_uri.removeprefix("file://"))
@@ -150,6 +152,25 @@ def test_sagey_stop_ends_a_running_job_and_batchy_cancel_a_waiting_one(slurm_lab
     slurm = {j.job_id: j for j in commands.squeue_jobs()}
     assert slurm[slurm_lab.backend.describe(running).engine_id].state == "CANCELLED"
     assert slurm[job.engine_id].state == "CANCELLED"
+
+
+def test_a_dry_run_prints_the_sbatch_request_without_secrets_and_queues_nothing(slurm_lab: SlurmLab):
+    result = slurm_lab.lab.run(
+        "lbm", "launch", "--config-file", "train_diffusion_unet_resnet_lang_tiny", "--max-days", "0.01",
+        "--team", ACCOUNTS[1], "--dry-run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    request = json.loads(result.stdout[result.stdout.index("{") :])
+    assert request["sbatch"][:2] == ["sbatch", "--parsable"]
+    assert {
+        "--partition=debug",
+        f"--account={ACCOUNTS[1]}",
+        "--time=15",
+        "--requeue",
+        "--gpus-per-node=1",
+    } <= set(request["sbatch"])
+    assert "srun" in request["script"] and "torch.distributed.run" in request["script"]
+    assert slurm_lab.backend.list() == []
 
 
 @pytest.mark.parametrize(
