@@ -269,6 +269,8 @@ class SlurmCluster:
 
     @staticmethod
     def _ip(*argv: str) -> None:
+        if shutil.which("ip") is None:
+            raise RuntimeError("the ip command (iproute2) is not installed")
         result = subprocess.run(["ip", *argv], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"ip {' '.join(argv)}: {result.stderr.strip()}")
