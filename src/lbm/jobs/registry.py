@@ -66,7 +66,7 @@ REGISTRY: dict[str, BackendInfo] = {
         "lbm.jobs.slurm.backend:SlurmBackend",
         multi_node=True,
         own_scheduler=True,
-        poll_interval_s=2.0,
+        poll_interval_s=1.0,
     ),
 }
 

@@ -6,6 +6,9 @@ node, which takes jobs but starts none (DOWN); and, where network namespaces can
 nodes, each slurmd in its own network, UTS and mount namespace with its own address on a bridge, hostname
 and /etc/hosts. Every daemon is a child of the test process and is stopped (and the namespaces and the
 bridge removed) by `stop`, which also runs when `start` fails half way.
+
+`PYTHONPATH=tests python tests/jobs/slurm/slurm_test_cluster.py DIR` starts one in DIR and holds it up
+until Ctrl-C (it prints the SLURM_CONF to use).
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ def _exit_code(status: int | None) -> int | None:
 
 
 def squeue_jobs(user: str | None = None) -> list[SlurmJob]:
-    """Every job slurmctld holds (queued, running, and ended within MinJobAge), of `user` when given."""
+    """Every job slurmctld holds (queued, running, and ended within MinJobAge), of `user` when given.
+
+    Slurm 22.05's `squeue --json` answers with every job whatever the filters, so `user` is applied here."""
     jobs = json.loads(run(["squeue", "--json"]))["jobs"]
     return [
         SlurmJob(
