@@ -104,7 +104,7 @@ def test_launcher_file_settings_and_flags(world):
         (("--num-epochs", "0"), ["--num-epochs must be 1 or more, got 0"]),
         (("--batch-size", "big"), ["argument --batch-size: invalid int value"]),
         (("--priority", "10000"), ["--priority must be from 0 to 9999"]),
-        (("--instance-count", "2"), ["--instance-count 2 needs a multi-machine backend (sagemaker)"]),
+        (("--instance-count", "2"), ["--instance-count 2 needs a multi-machine backend (sagemaker, slurm)"]),
         (("--config-file", "nope"), ["unknown config 'nope'"]),
         (("--config-overrides", "training.nope=1"), ["training.nope"]),
         (("--config-overrides", "policy.down_dims=[64,128"), ["missing ']'"]),
