@@ -107,7 +107,7 @@ def test_instance_type_aliases_queues_and_nicknames(site_file):
         ({"region": "mars"}, "unknown region 'mars'; this site has: here, there"),
         ({"queue": "nope"}, "unknown queue or nickname 'nope' in region here"),
         ({"instance_type": "p9"}, "unknown instance type 'p9' in region here"),
-        ({"instance_count": 2}, "--instance-count 2 needs a multi-machine backend \\(sagemaker\\)"),
+        ({"instance_count": 2}, "--instance-count 2 needs a multi-machine backend \\(sagemaker, slurm\\)"),
         ({"config_file": "no_such_config"}, "unknown config 'no_such_config'"),
         ({"config_overrides": ("training.nope=1",)}, "has no key '?training.nope"),
         ({"config_overrides": ("dataloader.batch_size=big",)}, "dataloader.batch_size=.big. is not valid"),
