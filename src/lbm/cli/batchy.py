@@ -20,7 +20,7 @@ from lbm.storage.layout import METRICS_FILE
 
 if TYPE_CHECKING:
     from lbm.jobs.backend import Backend
-    from lbm.jobs.model import Job, Queue
+    from lbm.jobs.model import Job
     from lbm.jobs.region import Region
 
 CURVE_WIDTH = 60
@@ -69,7 +69,7 @@ def command(argv: Sequence[str]) -> int:
 
     backend = backend_for(region)
     if args.command == "list-queues":
-        return list_queues(region, backend.queues(), args.json)
+        return list_queues(region, backend, args.json)
     queue = resolve_queue(region, args.queue).name
     if args.command == "ls":
         return list_active(backend, queue, args.json)
@@ -87,8 +87,11 @@ def job_in_queue(backend: Backend, queue: str, name: str) -> Job:
     return job
 
 
-def list_queues(region: Region, queues: list[Queue], as_json: bool) -> int:
-    """The queues as the backend serves them (AWS Batch: as AWS has them), with the site's nicknames."""
+def list_queues(region: Region, backend: Backend, as_json: bool) -> int:
+    """The queues as the backend serves them (AWS Batch: as AWS has them), with the site's nicknames, and
+    the engine's own fair-share figures where it keeps them (`fair_share_figures(queue)`: Slurm's sshare)."""
+    queues = backend.queues()
+    figures = getattr(backend, "fair_share_figures", None)
     nicknames: dict[str, list[str]] = {}
     for nickname, queue in nicknames_for(region).items():
         nicknames.setdefault(queue, []).append(nickname)
@@ -102,6 +105,7 @@ def list_queues(region: Region, queues: list[Queue], as_json: bool) -> int:
             "compute_reservation": q.compute_reservation,
             "weight_factors": q.weight_factors,
             "nicknames": nicknames.get(q.name, []),
+            **({"fair_share": figures(q)} if figures else {}),
         }
         for q in queues
     ]
@@ -123,6 +127,21 @@ def list_queues(region: Region, queues: list[Queue], as_json: bool) -> int:
     ]
     columns = ("NAME", "INSTANCE TYPE", "CAPACITY", "TEAM", "SHARE DECAY", "RESERVED", "WEIGHTS", "NICKNAMES")
     print_table(columns, rows, title=f"queues in region {region.name}")
+    if figures:
+        shares = {(f["account"], f["user"]): f for r in records for f in r["fair_share"]}
+        share_rows = [
+            (
+                f["account"],
+                f["user"] or "-",
+                f["raw_shares"],
+                f"{f['norm_shares']:.3g}",
+                f"{f['effective_usage']:.3g}",
+                "-" if f["fair_share"] is None else f"{f['fair_share']:.3g}",
+            )
+            for f in shares.values()
+        ]
+        share_columns = ("ACCOUNT", "USER", "SHARES", "NORMALIZED", "USAGE", "FAIR SHARE")
+        print_table(share_columns, share_rows, title=f"fair share in the {region.backend} engine")
     return 0
 
 

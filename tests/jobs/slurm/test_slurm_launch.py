@@ -238,6 +238,11 @@ def test_the_account_with_less_usage_goes_first(slurm_lab: SlurmLab, tmp_path: P
     listed = slurm_lab.lab.run("sagey", "ls", "--json")
     states = {job["name"]: job["state"] for job in json.loads(listed.stdout)}
     assert states[first] == "RUNNABLE" and states[second] in ("STARTING", "RUNNING", "SUCCEEDED")
+    # batchy list-queues shows the figures Slurm decided by: team-a's fair-share factor below team-b's.
+    queues = json.loads(slurm_lab.lab.run("batchy", "list-queues", "--json").stdout)
+    shown = {(f["account"], f["user"]): f["fair_share"] for f in queues[0]["fair_share"]}
+    assert shown[(ACCOUNTS[0], "root")] < shown[(ACCOUNTS[1], "root")]
+    assert "fair share in the slurm engine" in slurm_lab.lab.run("batchy", "list-queues").stdout
 
 
 def test_lbm_site_slurm_is_the_cluster_with_a_queue_per_partition(

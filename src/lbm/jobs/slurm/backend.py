@@ -427,3 +427,9 @@ class SlurmBackend:
 
     def queues(self) -> list[Queue]:
         return list(self.region.queues)
+
+    def fair_share_figures(self, queue: Queue) -> list[dict[str, Any]]:
+        """sshare's figures (shares, usage, fair-share factor) of the accounts, and users in them, that jobs
+        of `queue` are charged to: its own account when the site names one, else every account."""
+        account = queue.settings.get("account")
+        return [dataclasses.asdict(s) for s in commands.shares() if account is None or s.account == account]
