@@ -1,4 +1,5 @@
-"""The backend contract: what every backend (local, SageMaker, Slurm) does, whatever its engine.
+"""The backend contract: what every backend (local, SageMaker, Slurm) does, whatever its engine, Slack
+notifications through `lbm.jobs.watcher` included.
 
 A backend's test module subclasses `BackendContract` and gives a `contract` fixture: a `ContractDriver`
 for that engine. The driver makes job specs whose run the test decides (`outcome`: "succeed", "fail", or
@@ -8,6 +9,7 @@ for that engine. The driver makes job specs whose run the test decides (`outcome
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -18,6 +20,9 @@ from lbm.jobs.backend import Backend, JobNameTaken
 from lbm.jobs.environment import ARTIFACT_URI, ATTEMPT, CONFIG_URI, JOB_NAME, OUTPUT_DIR
 from lbm.jobs.model import Job, JobSpec, JobState
 from lbm.jobs.region import Region
+from lbm.jobs.watcher import JobWatcher
+from lbm.notify.slack import SlackNotifier
+from webhook import serving_webhook
 
 ORDER = list(JobState)
 DEADLINE_S = 120.0
@@ -152,6 +157,25 @@ class BackendContract:
         with pytest.raises(JobNameTaken):
             contract.backend.submit(contract.spec("ann-twice"), {})
         wait_state(contract, "ann-twice", [JobState.SUCCEEDED], [])
+
+    def test_the_watcher_posts_each_running_and_failed_once(self, contract: ContractDriver, tmp_path: Path):
+        with serving_webhook() as hook:
+            notifier = SlackNotifier(hook.url, ("RUNNING", "FAILED"))
+            watcher = JobWatcher(contract.backend, notifier, tmp_path / "watch.sqlite")
+            watcher.poll()  # a new watcher starts from the jobs as it finds them
+            spec = contract.spec("ann-watched", outcome="hold")
+            contract.backend.submit(spec, {})
+            wait_state(contract, "ann-watched", [JobState.RUNNING], [])
+            watcher.poll()
+            contract.backend.stop("ann-watched", reason="stopped by user")
+            wait_state(contract, "ann-watched", [JobState.FAILED], [])
+            watcher.poll()
+            watcher.poll()
+            watcher.close()
+            assert [payload["text"].splitlines()[0] for payload in hook.payloads] == [
+                f"Job ann-watched is RUNNING (owner ann, queue {spec.queue})",
+                f"Job ann-watched is FAILED (owner ann, queue {spec.queue}): stopped by user",
+            ]
 
     def test_a_dry_run_sends_nothing(self, contract: ContractDriver):
         request = contract.backend.dry_run(contract.spec("ann-dry"))
