@@ -8,6 +8,8 @@ for that engine. The driver makes job specs whose run the test decides (`outcome
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +46,49 @@ class ContractDriver(Protocol):
 
     def environment(self, name: str) -> dict[str, str] | None:
         """The environment the engine gave the running job `name` (None: this engine cannot show it)."""
+
+
+# A job that says who it is, writes its environment, then ends as asked (holding until its release file).
+PROGRAM = """
+import json, os, pathlib, sys, time
+name, outcome, release = sys.argv[1:4]
+print(f"contract job {name}", flush=True)
+pathlib.Path(release + ".env").write_text(json.dumps(dict(os.environ)))
+while outcome == "hold" and not os.path.exists(release):
+    time.sleep(0.02)
+sys.exit(3 if outcome == "fail" else 0)
+"""
+
+
+class ProcessDriver:
+    """The driver's job side for an engine that runs the spec's command on a host sharing `root` with the
+    test (local, Slurm): PROGRAM, released through a file, its environment read back from a file.
+    Subclasses set `backend`, `region` and `held_queue`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _release_path(self, name: str) -> Path:
+        return self.root / f"release-{name}"
+
+    def spec(
+        self, name: str, *, outcome: str = "succeed", owner: str = "ann", queue: str | None = None
+    ) -> JobSpec:
+        return JobSpec(
+            name=name,
+            owner=owner,
+            queue=queue or self.region.queues[0].name,
+            command=(sys.executable, "-c", PROGRAM, name, outcome, str(self._release_path(name))),
+            artifact_uri=f"file://{self.root}/bucket/outputs/{owner}-lbm/{name}/",
+            share_identifier=owner,
+        )
+
+    def release(self, name: str) -> None:
+        self._release_path(name).touch()
+
+    def environment(self, name: str) -> dict[str, str] | None:
+        path = Path(f"{self._release_path(name)}.env")
+        return json.loads(path.read_text()) if path.exists() else None
 
 
 def wait_state(driver: ContractDriver, name: str, states: Iterable[JobState], seen: list[JobState]) -> Job:
