@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -259,3 +260,19 @@ class Lab:
         if pid is not None:
             wait_for(lambda: not agent_running(self.home), f"agent {pid} to exit", 60)
         self.backend.close()
+
+
+def files_containing(roots: list[Path], secret: str) -> list[str]:
+    """Files under `roots` holding `secret`, looking inside .tar.gz archives too."""
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            data = path.read_bytes()
+            if path.name.endswith(".tar.gz"):
+                with tarfile.open(path) as tar:
+                    data += b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
+            if secret.encode() in data:
+                found.append(str(path))
+    return found

@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
-from e2e_lab import BIN, Lab, overrides, wait_for
+from e2e_lab import BIN, Lab, files_containing, overrides, wait_for
 
 from lbm.jobs.model import JobState
 
 pytestmark = pytest.mark.slow
 
 FAKE_WANDB_KEY = "fake-key-0123456789abcdef"
-
-
-def files_containing(roots: list[Path], secret: str) -> list[str]:
-    """Files under `roots` holding `secret`, looking inside .tar.gz archives too."""
-    found = []
-    for root in roots:
-        for path in root.rglob("*"):
-            if not path.is_file() or path.is_symlink():
-                continue
-            data = path.read_bytes()
-            if path.name.endswith(".tar.gz"):
-                with tarfile.open(path) as tar:
-                    data += b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
-            if secret.encode() in data:
-                found.append(str(path))
-    return found
 
 
 def test_the_wandb_key_reaches_the_training_process_and_no_file(lab: Lab):

@@ -11,17 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from train_process import TINY, lbm_train
-
-# A shorter run of the tiny config for the tests that are about mechanics, not learning.
-QUICK = [
-    "task.synthesize.episodes_per_task=4",
-    "dataloader.batch_size=16",
-    "val_dataloader.batch_size=32",
-    "training.log_every=2",
-    "checkpoint.every_n_steps=4",
-    "task.env_runner.n_test=2",
-]
+from train_process import QUICK, TINY, lbm_train
 
 
 def run_to_end(out: Path, *overrides: str, env: dict) -> subprocess.CompletedProcess:
@@ -104,25 +94,22 @@ def test_corrupt_newest_checkpoint_is_skipped_for_the_previous(tmp_path, env):
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_writes_one_set_of_outputs(tmp_path, env):
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "lbm.cli.train",
-        "--config-file",
-        TINY,
-        "--output-dir",
-        str(out),
+    process = lbm_train(
+        out,
         "--nproc-per-node",
         "2",
         *QUICK,
         "training.num_epochs=1",
-    ]
-    result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
     records = metrics(out)
     steps = [r["step"] for r in records]
     assert len(steps) == len(set(steps))
-    assert result.stdout.count("[metrics] ") == len(records)
+    assert stdout.count("[metrics] ") == len(records)
     assert checkpoint_steps(out)
     assert len(list(out.glob("config.yaml"))) == 1
 

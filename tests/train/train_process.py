@@ -7,6 +7,15 @@ import sys
 from pathlib import Path
 
 TINY = "train_diffusion_unet_resnet_lang_tiny"
+# A shorter run of the tiny config for the tests that are about mechanics, not learning.
+QUICK = (
+    "task.synthesize.episodes_per_task=4",
+    "dataloader.batch_size=16",
+    "val_dataloader.batch_size=32",
+    "training.log_every=2",
+    "checkpoint.every_n_steps=4",
+    "task.env_runner.n_test=2",
+)
 
 
 def lbm_train(out: Path, *overrides: str, env: dict | None = None, **popen) -> subprocess.Popen:

@@ -36,13 +36,15 @@ def main(argv: Sequence[str]) -> int:
             "and the webhook URL in the variable or file it names"
         )
     watcher = JobWatcher(backend_for(region), notifier, lbm_home() / "watch" / f"{region.name}.sqlite")
-    if args.once:
-        watcher.poll()
+    try:
+        if args.once:
+            watcher.poll()
+            return 0
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        print(f"watching region {region.name} ({region.backend}); stop with Ctrl-C", flush=True)
+        watcher.run(max(1.0, backend_info(region.backend).poll_interval_s), stop)
         return 0
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"watching region {region.name} ({region.backend}); stop with Ctrl-C", flush=True)
-    watcher.run(max(1.0, backend_info(region.backend).poll_interval_s), stop)
-    watcher.close()
-    return 0
+    finally:
+        watcher.close()

@@ -18,6 +18,11 @@ class JobNameTaken(LbmError):
     """`submit` was given a name that a job already has."""
 
 
+def unknown_job(name: str) -> LbmError:
+    """What a backend raises for a job name it does not know."""
+    return LbmError(f"no job named {name!r} (list jobs with `sagey ls`)")
+
+
 class Backend(Protocol):
     """Queue, watch and stop training jobs on one engine, for one site region: `Backend(region)`.
 

@@ -14,18 +14,11 @@ from lbm.jobs.model import JobSpec
 from lbm.jobs.sagemaker.hyperparameters import escape_value
 from lbm.jobs.sagemaker.opt_ml import ROOT_ENV, OptMl
 from lbm.storage.layout import config_uri
+from train.train_process import QUICK as TRAINING_QUICK
+from train.train_process import TINY
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
-# A short run of the tiny config: 34 steps an epoch on one process.
-QUICK = (
-    "task.synthesize.episodes_per_task=4",
-    "dataloader.batch_size=16",
-    "val_dataloader.batch_size=32",
-    "training.log_every=2",
-    "checkpoint.every_n_steps=4",
-    "task.env_runner.n_test=2",
-    "training.num_epochs=1",
-)
+# A short run of the tiny config: 34 steps an epoch on one process, one epoch.
+QUICK = (*TRAINING_QUICK, "training.num_epochs=1")
 
 
 def write_resolved_config(path: Path, data_dir: Path, *overrides: str) -> Path:

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 from slurm_test_cluster import ACCOUNTS, SlurmCluster
 
-from e2e.e2e_lab import Lab, complete_checkpoints, lab_machine, metric_steps, overrides, wait_for
+from e2e.e2e_lab import (
+    Lab,
+    complete_checkpoints,
+    files_containing,
+    lab_machine,
+    metric_steps,
+    overrides,
+    wait_for,
+)
 from lbm.jobs.model import Job, JobState
 from lbm.jobs.slurm import commands
 from lbm.jobs.slurm.backend import SlurmBackend
@@ -79,20 +87,6 @@ def slurm_lab(
             yield slurm
         finally:
             slurm.stop_all()
-
-
-def files_containing(roots: list[Path], secret: str) -> list[str]:
-    found = []
-    for root in roots:
-        for path in root.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                data = path.read_bytes()
-                if path.name.endswith(".tar.gz"):
-                    with tarfile.open(path) as tar:
-                        data += b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
-                if secret.encode() in data:
-                    found.append(str(path))
-    return found
 
 
 def test_a_tiny_launch_runs_to_succeeded_with_its_logs_while_running_and_its_artifact_tree(

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from lbm.errors import LbmError
+from lbm.jobs.backend import unknown_job
 from lbm.jobs.local import daemon
 from lbm.jobs.local.home import LocalHome, lbm_home
-from lbm.jobs.local.store import JobStore, unknown_job
+from lbm.jobs.local.store import JobStore
 from lbm.jobs.model import Job, JobSpec, JobState, Queue, QueueUsage, StatusReason
 from lbm.jobs.region import Region
 from lbm.secrets import SECRET_ENV_NAMES

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lbm.errors import LbmError
-from lbm.jobs.backend import JobNameTaken
+from lbm.jobs.backend import JobNameTaken, unknown_job
 from lbm.jobs.crash_points import CrashPoints
 from lbm.jobs.local.fair_share import QueuedJob
 from lbm.jobs.model import Attempt, Job, JobSpec, JobState
@@ -114,10 +114,6 @@ class ActiveAttempt:
     pid_started_at: float | None
     status_reason: str | None
     stop_reason: str | None
-
-
-def unknown_job(name: str) -> LbmError:
-    return LbmError(f"no job named {name!r} (list jobs with `sagey ls`)")
 
 
 def spec_to_json(spec: JobSpec) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from lbm.errors import LbmError
-from lbm.jobs.backend import JobNameTaken
+from lbm.jobs.backend import JobNameTaken, unknown_job
 from lbm.jobs.environment import ATTEMPT, job_environment
 from lbm.jobs.local.home import lbm_home
 from lbm.jobs.model import Attempt, Job, JobSpec, JobState, Queue, QueueUsage
@@ -59,10 +59,6 @@ class QueueSettings(BaseModel):
     account: str | None = Field(None, min_length=1)
     qos: str | None = Field(None, min_length=1)
     priority_qos: str | None = Field(None, alias="priorityQos", min_length=1)
-
-
-def unknown_job(name: str) -> LbmError:
-    return LbmError(f"no job named {name!r} (list jobs with: sagey ls)")
 
 
 class SlurmBackend:
