@@ -73,3 +73,27 @@ def test_concurrent_askers_share_the_run_cap(storage, request):
 def test_a_run_met_target_ends_the_sweep(sqlite_url):
     data = {**BAYES, "metric": {"name": "loss", "goal": "maximize", "target": -2.0}}
     assert ask_until_done(data, sqlite_url, "t", 10)[1:] == []  # any value of x is above -2
+
+
+def take_over_at_once(url: str, name: str, number: int, barrier) -> bool:  # noqa: ANN001 - a manager's proxy
+    """Whether this process took run `number` over from its dead controller, trying with the others."""
+    study = SweepStudy.open(parse_sweep(BAYES, "t"), url, name, 4, seed=0)
+    barrier.wait()
+    return study.take_over(number, "gone-host:1")
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_of_controllers_taking_over_a_dead_ones_run_at_once_exactly_one_does(storage, request):
+    url = request.getfixturevalue("sqlite_url" if storage == "sqlite" else "postgres_url")
+    name = f"takeover-{storage}"
+    study = SweepStudy.open(parse_sweep(BAYES, "t"), url, name, 4, seed=0)
+    run = study.next_run()
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(ASKERS) as pool:
+        barrier = manager.Barrier(ASKERS)
+        taken = pool.starmap(take_over_at_once, [(url, name, run.number, barrier)] * ASKERS)
+    assert sorted(taken) == [False] * (ASKERS - 1) + [True]
+    winner = study.trial(run.number).user_attrs["controller"]
+    assert winner != "gone-host:1"
+    assert study.take_over(run.number, "gone-host:1") is False  # taken over from that one already
+    assert study.take_over(run.number, winner) is True  # the winner died in turn: a new one may take it

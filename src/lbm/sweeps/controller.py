@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lbm.errors import LbmError
 from lbm.jobs.crash_points import SWEEP_ENV, SWEEP_POINTS, CrashPoints
 from lbm.jobs.model import JobSpec, JobState
-from lbm.sweeps.engine import ARTIFACT_URI, CONTROLLER, JOB, Run, controller_id
+from lbm.sweeps.engine import ARTIFACT_URI, CONTROLLER, JOB, Run
 from lbm.sweeps.hyperband import runs_to_stop
 from lbm.sweeps.job_metrics import metric_history
 from lbm.sweeps.record import State, set_state, state_of
@@ -111,13 +111,14 @@ class Controller:
         for trial in self.study.trials():
             if trial.state is not TrialState.RUNNING or not self._left_behind(trial):
                 continue
+            if not self.study.take_over(trial.number, trial.user_attrs.get(CONTROLLER)):
+                continue  # another controller took it over at the same moment
             job = trial.user_attrs.get(JOB)
             if job is not None and self._queued(job):
-                self.study.set_attr(trial.number, CONTROLLER, controller_id())
                 self.active[trial.number] = job
                 self.say(f"run {trial.number}: watching job {job} again")
             else:
-                self._launch(self.study.adopt(trial.number))
+                self._launch(self.study.parameters(trial.number))
 
     def _left_behind(self, trial: FrozenTrial) -> bool:
         """Whether the run's controller is gone (a run just made by another has none named yet)."""

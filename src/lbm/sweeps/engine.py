@@ -37,6 +37,8 @@ REASON = "reason"
 STOPPED_EARLY = "stopped_early"
 # Tries to open a storage or study that another controller is creating at the same moment.
 OPEN_TRIES = 5
+# The table of the sweep's database that records which controller took over which run (Takeovers).
+TAKEOVERS_TABLE = "lbm_sweep_takeovers"
 # Trials a bayes sampler draws at random before its model takes over.
 BAYES_STARTUP_TRIALS = 8
 
@@ -157,6 +159,7 @@ class SweepStudy:
         self.sweep, self.study, self.storage, self.cap, self.seed = sweep, study, storage, cap, seed
         self._grid = sweep.grid() if sweep.method == "grid" else None
         self._no_more = False  # this object has seen the cap reached
+        self._takeovers = Takeovers.of(storage)
 
     @classmethod
     def open(
@@ -227,12 +230,17 @@ class SweepStudy:
         trial.set_user_attr(CONTROLLER, controller_id())
         return self._parameters_of(trial)
 
-    def adopt(self, number: int) -> Run:
-        """The run `number` again (its controller died before it launched a job), with the same parameters."""
-        frozen = self.trial(number)
-        trial = optuna.Trial(self.study, frozen._trial_id)
-        trial.set_user_attr(CONTROLLER, controller_id())
-        return self._parameters_of(trial)
+    def take_over(self, number: int, previous: str | None) -> bool:
+        """Whether this controller takes run `number` over from its controller `previous` (None: none was
+        named), which is gone: of several controllers that try at once, exactly one does."""
+        if not self._takeovers.claim(self.trial(number)._trial_id, previous or "", controller_id()):
+            return False
+        self.set_attr(number, CONTROLLER, controller_id())
+        return True
+
+    def parameters(self, number: int) -> Run:
+        """The run `number` with its parameters (drawn now if its controller died before it drew them)."""
+        return self._parameters_of(optuna.Trial(self.study, self.trial(number)._trial_id))
 
     def _parameters_of(self, trial: optuna.Trial) -> Run:
         saved = trial.user_attrs.get(PARAMETERS)
@@ -284,6 +292,54 @@ class SweepStudy:
             self.study.tell(number, skip_if_finished=True, **outcome)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # closed meanwhile: the first outcome stands
+
+
+class Takeovers:
+    """Which controller took each run over from which: a row per (trial, previous controller), so one
+    controller alone takes a run over from a dead one (a compare-and-set Optuna's storage lacks). Kept in a
+    table of the sweep's own database; a storage in memory belongs to one process and needs none."""
+
+    def __init__(self, engine: Any | None):
+        self._engine = engine
+        self._table = None
+        if engine is None:
+            return
+        import sqlalchemy as sa
+
+        self._table = sa.Table(
+            TAKEOVERS_TABLE,
+            sa.MetaData(),
+            sa.Column("trial_id", sa.Integer, primary_key=True),
+            sa.Column("taken_from", sa.String(512), primary_key=True),
+            sa.Column("taken_by", sa.String(512), nullable=False),
+        )
+        for attempt in range(OPEN_TRIES):
+            try:
+                self._table.create(engine, checkfirst=True)
+                return
+            except Exception:  # another controller creates the table at the same moment
+                if attempt == OPEN_TRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    @classmethod
+    def of(cls, storage: optuna.storages.BaseStorage) -> Takeovers:
+        return cls(getattr(storage, "engine", None))
+
+    def claim(self, trial_id: int, taken_from: str, taken_by: str) -> bool:
+        """Whether `taken_by` is the one controller that takes the trial over from `taken_from`."""
+        if self._engine is None:
+            return True
+        import sqlalchemy as sa
+
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    sa.insert(self._table).values(trial_id=trial_id, taken_from=taken_from, taken_by=taken_by)
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
 
 def draw_point(sweep: SweepFile, seed: int, number: int) -> dict[str, Any]:
