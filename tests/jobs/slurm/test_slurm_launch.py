@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import tarfile
 from collections.abc import Iterator
@@ -128,10 +129,14 @@ def test_a_tiny_launch_runs_to_succeeded_with_its_logs_while_running_and_its_art
     assert described.returncode == 0 and job.engine_id in described.stdout
 
 
-def test_sagey_stop_ends_a_running_job_and_batchy_cancel_a_waiting_one(slurm_lab: SlurmLab):
+def test_sagey_stop_checkpoints_and_archives_a_running_job_and_batchy_cancel_ends_a_waiting_one(
+    slurm_lab: SlurmLab,
+):
     running = slurm_lab.launch("--config-overrides", overrides(100000))
     waiting = slurm_lab.launch("--queue", "held", "--config-overrides", overrides(2))
     slurm_lab.wait_state(running, {JobState.RUNNING})
+    artifact = Path(slurm_lab.backend.describe(running).artifact_uri.removeprefix("file://"))
+    wait_for(lambda: complete_checkpoints(artifact) or None, "the job's first checkpoint", 240)
     job = slurm_lab.backend.describe(waiting)
     assert (job.state, job.status_reason) == (JobState.RUNNABLE, "PartitionDown")
 
@@ -144,8 +149,17 @@ def test_sagey_stop_ends_a_running_job_and_batchy_cancel_a_waiting_one(slurm_lab
     job = slurm_lab.wait_state(waiting, {JobState.SUCCEEDED, JobState.FAILED})
     assert (job.state, job.status_reason, job.started_at) == (JobState.FAILED, "cancelled in queue", None)
     slurm = {j.job_id: j for j in commands.squeue_jobs()}
-    assert slurm[slurm_lab.backend.describe(running).engine_id].state == "CANCELLED"
+    stopped_job = slurm[slurm_lab.backend.describe(running).engine_id]
+    assert (stopped_job.state, stopped_job.exit_code) == ("FAILED", 143)  # its script ended it, not requeued
     assert slurm[job.engine_id].state == "CANCELLED"
+    with tarfile.open(artifact / "output" / "output.tar.gz") as tar:
+        batch_log = tar.extractfile("logs/batch.log").read().decode()
+        node_log = tar.extractfile(next(n for n in tar.getnames() if n.startswith("logs/attempt-0-"))).read()
+    assert "lbm: stop requested: checkpointing" in batch_log and "requeueing" not in batch_log
+    stopped = re.search(rb"stopped at step (\d+)", node_log)
+    assert stopped, node_log.decode()[-3000:] + batch_log
+    stopped_at = int(stopped.group(1))
+    assert stopped_at in complete_checkpoints(artifact)  # the trainer saved where it stopped
 
 
 def test_a_dry_run_prints_the_sbatch_request_without_secrets_and_queues_nothing(slurm_lab: SlurmLab):

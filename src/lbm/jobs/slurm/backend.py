@@ -397,15 +397,22 @@ class SlurmBackend:
     # --- control -------------------------------------------------------------------------------------------
 
     def stop(self, name: str, *, reason: str) -> Job:
-        """scancel the job (queued or running), its `reason` recorded; an ended job stays as it ended."""
+        """Stop the job, its `reason` recorded; an ended job stays as it ended. A running job's batch script
+        gets SIGTERM (its trainer checkpoints, the end-of-job archive is written); a queued job, or one asked
+        to stop before, is cancelled at once."""
         job = self.describe(name)
         if job.state.is_terminal:
             return job
         record = self._read_record(name)
-        record["stop_reason"] = reason
-        self._write_record(record)
+        asked_before = record["stop_reason"] is not None
+        if not asked_before:
+            record["stop_reason"] = reason
+            self._write_record(record)
         if record["engine_id"]:
-            commands.scancel(record["engine_id"])
+            if job.state is JobState.RUNNING and not asked_before:
+                commands.scancel(record["engine_id"], signal="TERM", batch=True)
+            else:
+                commands.scancel(record["engine_id"])
         return self.describe(name)
 
     def usage(self) -> list[QueueUsage]:

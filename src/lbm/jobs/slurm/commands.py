@@ -171,13 +171,13 @@ def sbatch(script: str, options: Sequence[str], env: Mapping[str, str] | None = 
     return out.strip().split(";")[0]
 
 
-def scancel(job_id: str, *, signal: str | None = None, full: bool = False) -> None:
-    """Cancel a job, or send it `signal` (to every step and, with `full`, the batch shell too)."""
+def scancel(job_id: str, *, signal: str | None = None, batch: bool = False) -> None:
+    """Cancel a job, or send it `signal` (to every step, or with `batch` to the batch shell alone)."""
     argv = ["scancel"]
     if signal:
         argv.append(f"--signal={signal}")
-    if full:
-        argv.append("--full")
+    if batch:
+        argv.append("--batch")
     run([*argv, job_id])
 
 

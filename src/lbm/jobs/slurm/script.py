@@ -3,10 +3,13 @@ the rendezvous on the allocation's first node, a checkpoint before the time limi
 are left, and a last command once the job is done (the end-of-job archive).
 
 The script holds no secret (they reach the job through sbatch's environment). It traps SIGUSR1 (sent
-`--signal=B:USR1@120` before the time limit) and SIGTERM and passes SIGTERM on to the training step, whose
-trainer then saves a checkpoint and stops. An attempt that fails with retries left requeues the job
+`--signal=B:USR1@120` before the time limit) and SIGTERM and sends SIGTERM to the training step's tasks
+(`scancel --signal`: srun itself would end the step outright), whose trainer then saves a checkpoint and
+stops. An attempt that fails with retries left requeues the job
 (`scontrol requeue`), and the next attempt resumes from the job's checkpoints; a job requeued by Slurm itself
-(a node failure) past its retries ends at once. Attempts count from 0 (`LBM_ATTEMPT`, Slurm's restart count).
+(a node failure) past its retries ends at once. SIGTERM to the script is a stop (`sagey stop`): no requeue,
+the archive is still written, and the job ends with status 143 (FAILED). Attempts count from 0
+(`LBM_ATTEMPT`, Slurm's restart count).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import dataclass, field
 # The training step's rendezvous port on the first node: this base plus the job id modulo 10000.
 RENDEZVOUS_PORT_BASE = 20000
 CHECKPOINT_SIGNAL = "B:USR1@120"
+# The batch script's exit status after a stop (128 + SIGTERM, as a shell reports a process it ended).
+STOPPED_EXIT_STATUS = 143
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,10 @@ if (( LBM_ATTEMPT > retries )); then
   exit 1
 fi
 step=
-stop() {{ echo "lbm: stop requested: checkpointing"; [[ -n "$step" ]] && kill -TERM "$step"; }}
-trap stop USR1 TERM
+stopped=0
+checkpoint() {{ echo "lbm: $1: checkpointing"; [[ -n "$step" ]] && scancel --signal=TERM "$SLURM_JOB_ID.0"; }}
+trap 'checkpoint "time limit near"' USR1
+trap 'stopped=1; checkpoint "stop requested"' TERM
 srun --kill-on-bad-exit=1 --ntasks-per-node=1 --output="{log}" {step} &
 step=$!
 while true; do
@@ -88,9 +95,10 @@ while true; do
   kill -0 "$step" 2>/dev/null || break
 done
 echo "lbm: attempt $LBM_ATTEMPT ended with exit status $code"
-if (( code != 0 && LBM_ATTEMPT < retries )); then
+if (( code != 0 && LBM_ATTEMPT < retries && ! stopped )); then
   echo "lbm: requeueing for attempt $(( LBM_ATTEMPT + 1 ))"
   scontrol requeue "$SLURM_JOB_ID" && exit 0
 fi
-{after}exit "$code"
+{after}(( stopped )) && exit {STOPPED_EXIT_STATUS}
+exit "$code"
 """
