@@ -52,7 +52,7 @@ def uninterrupted(tmp_path_factory, data_dir):
     opt = make_tree(root / "opt_ml", {hp.CONFIG_URI: str(config)})
     result = run_entrypoint(opt, entrypoint_env(data_dir))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "host algo-1 (1 of 1): nproc-per-node 1, rendezvous on algo-1" in result.stdout
+    assert "host algo-1 (1 of 1), attempt 0: nproc-per-node 1, rendezvous on algo-1" in result.stdout
     return opt
 
 
@@ -108,8 +108,8 @@ def test_two_hosts_train_one_job_rendezvousing_on_the_first(tmp_path, data_dir, 
             process.kill()
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     first, second = trees
-    assert "host 127.0.0.1 (1 of 2): nproc-per-node 1, rendezvous on 127.0.0.1" in outputs[0]
-    assert "host localhost (2 of 2): nproc-per-node 1, rendezvous on 127.0.0.1" in outputs[1]
+    assert "host 127.0.0.1 (1 of 2), attempt 0: nproc-per-node 1, rendezvous on 127.0.0.1" in outputs[0]
+    assert "host localhost (2 of 2), attempt 0: nproc-per-node 1, rendezvous on 127.0.0.1" in outputs[1]
     steps = metrics_of(first.output_data)
     # Two processes share each epoch: half the steps of the one-process run.
     assert max(steps) == max(metrics_of(uninterrupted.output_data)) // 2
@@ -132,12 +132,14 @@ def test_a_retry_resumes_from_the_restored_checkpoint_as_if_never_stopped(tmp_pa
         restored,
         restored.with_name(restored.name + ckpt.SIDECAR_SUFFIX),
         done.checkpoints / "metrics.jsonl",
+        done.attempts_file,
     ):
         shutil.copy2(path, opt.checkpoints / path.name)
 
     result = run_entrypoint(opt, entrypoint_env(data_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {restored.name} at step 16" in result.stdout
+    assert "(1 of 1), attempt 1:" in result.stdout  # the first attempt counted itself in
     expected, got = metrics_of(done.output_data), metrics_of(opt.output_data)
     assert sorted(got) == sorted(expected)
     for step in (s for s in expected if s > 16):

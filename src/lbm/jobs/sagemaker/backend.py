@@ -135,6 +135,7 @@ class SageMakerBackend:
         """The SubmitServiceJob request. The training job runs as the site's role: the submitter's AWS
         credentials stay out of it, and the W&B key too when the site names its secret."""
         environment = job_environment(spec, attempt=0, output_dir=OUTPUT_DATA_DIR)
+        # Every attempt's container gets this request's LBM_ATTEMPT=0: the entry point counts the attempts.
         left_out = {*AWS_CREDENTIAL_NAMES, *([WANDB_KEY] if self.settings.wandb_secret_id else [])}
         environment.update({name: value for name, value in secrets.items() if name not in left_out})
         payload = training_job_request(

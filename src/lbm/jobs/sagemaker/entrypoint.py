@@ -161,14 +161,30 @@ def torchrun_command(config: Path, hosts: Hosts, nproc: int, port: int, output_d
     ]
 
 
+def start_attempt(opt: OptMl, hosts: Hosts) -> int:
+    """This attempt's number, from 0: the attempts started before it, counted in the checkpoint folder that
+    SageMaker restores on a retry (the first host counts this one in)."""
+    try:
+        started = int(opt.attempts_file.read_text())
+    except FileNotFoundError:
+        started = 0
+    except ValueError:
+        raise LbmError(f"{opt.attempts_file} does not hold a number of attempts") from None
+    if hosts.rank == 0:
+        opt.attempts_file.write_text(f"{started + 1}\n")
+    return started
+
+
 def training_environment(
-    environ: Mapping[str, str], opt: OptMl, hosts: Hosts, wandb_key: str | None
+    environ: Mapping[str, str], opt: OptMl, hosts: Hosts, wandb_key: str | None, attempt: int
 ) -> dict[str, str]:
-    """The training processes' environment: the container's, with the W&B key from its secret when there
-    is one, and without LBM_ARTIFACT_URI (SageMaker syncs the checkpoint folder to the job's folder)."""
+    """The training processes' environment: the container's, with the attempt's number, the W&B key from
+    its secret when there is one, and without LBM_ARTIFACT_URI (SageMaker syncs the checkpoint folder to
+    the job's folder)."""
     env = dict(environ)
     env.pop(environment.ARTIFACT_URI, None)
     env[environment.OUTPUT_DIR] = str(opt.checkpoints)
+    env[environment.ATTEMPT] = str(attempt)
     env["PYTHONUNBUFFERED"] = "1"
     if wandb_key is not None:
         env["WANDB_API_KEY"] = wandb_key
@@ -325,11 +341,12 @@ def train(opt: OptMl, stop: Stop) -> int:
     config = fetch_config(inputs.config_uri, opt)
     nproc = inputs.nproc_per_node or max(gpu_count(), 1)
     opt.checkpoints.mkdir(parents=True, exist_ok=True)
-    env = training_environment(os.environ, opt, hosts, wandb_key)
+    attempt = start_attempt(opt, hosts)
+    env = training_environment(os.environ, opt, hosts, wandb_key, attempt)
     command = torchrun_command(config, hosts, nproc, inputs.rendezvous_port, opt.checkpoints)
     print(
-        f"host {hosts.current} ({hosts.rank + 1} of {len(hosts.hosts)}): nproc-per-node {nproc}, "
-        f"rendezvous on {hosts.first}",
+        f"host {hosts.current} ({hosts.rank + 1} of {len(hosts.hosts)}), attempt {attempt}: "
+        f"nproc-per-node {nproc}, rendezvous on {hosts.first}",
         flush=True,
     )
     secrets = [env[name] for name in secret_env_names(env)]

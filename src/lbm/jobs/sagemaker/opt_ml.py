@@ -54,6 +54,11 @@ class OptMl:
         return self.root / "checkpoints"
 
     @property
+    def attempts_file(self) -> Path:
+        """How many attempts of the job have started (written by the first host, restored on a retry)."""
+        return self.checkpoints / "lbm-attempts"
+
+    @property
     def output_data(self) -> Path:
         """Packed by SageMaker into `output/output.tar.gz` when the job ends."""
         return self.root / "output" / "data"
