@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 from slurm_test_cluster import SlurmCluster
 
-from jobs.contract import BackendContract, ProcessDriver
-from lbm.jobs.model import Queue
+import polling
+from jobs.contract import DEADLINE_S, BackendContract, ProcessDriver, wait_state
+from lbm.jobs.model import JobState, Queue
 from lbm.jobs.region import Region
+from lbm.jobs.slurm import commands
 from lbm.jobs.slurm.backend import SlurmBackend
 
 pytestmark = pytest.mark.slow
@@ -45,3 +48,29 @@ class TestSlurmContract(BackendContract):
         for job in driver.backend.list():
             if not job.state.is_terminal:
                 driver.backend.stop(job.name, reason="test ended")
+
+
+# A job that ignores SIGTERM, so a stop's request to checkpoint goes unheeded.
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ignoring', flush=True); time.sleep(600)"
+)
+
+
+def logged(driver: SlurmDriver, name: str, text: str) -> bool | None:
+    return any(text in line for line in driver.backend.logs(name, from_head=True)) or None
+
+
+def test_a_second_stop_cancels_a_job_that_ignored_the_first(slurm_cluster: SlurmCluster, tmp_path: Path):
+    driver = SlurmDriver(tmp_path)
+    spec = dataclasses.replace(driver.spec("ann-stubborn"), command=(sys.executable, "-c", STUBBORN))
+    driver.backend.submit(spec, {})
+    polling.wait_for(lambda: logged(driver, spec.name, "ignoring"), "the job to ignore SIGTERM", DEADLINE_S)
+    driver.backend.stop(spec.name, reason="stopped by user")
+    polling.wait_for(lambda: logged(driver, spec.name, "stop requested"), "the stop passed on", DEADLINE_S)
+    assert driver.backend.describe(spec.name).state is JobState.RUNNING  # the job ignored it
+
+    driver.backend.stop(spec.name, reason="stopped again")
+    job = wait_state(driver, spec.name, [JobState.SUCCEEDED, JobState.FAILED], [])
+    assert (job.state, job.status_reason) == (JobState.FAILED, "stopped by user")  # the first reason stays
+    assert {j.job_id: j for j in commands.squeue_jobs()}[job.engine_id].state == "CANCELLED"
