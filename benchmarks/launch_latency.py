@@ -30,7 +30,7 @@ from lbm.jobs.model import JobState, StatusReason
 from lbm.site import load_site
 
 BIN = Path(sys.executable).parent
-CONFIG = "train_diffusion_unet_resnet_lang_tiny"
+CONFIG = "train_diffusion_unet_keypoints_lang_tiny"
 QUEUE = "bench-cpu"
 SITE_YAML = """\
 regions:

@@ -35,7 +35,7 @@ from lbm.site import load_site
 from lbm.train.compose import compose_config
 from lbm.train.config.schema import check_config
 
-CONFIG = "train_diffusion_unet_resnet_lang_tiny"
+CONFIG = "train_diffusion_unet_keypoints_lang_tiny"
 QUEUE = "bench-waiting"
 SITE_YAML = """\
 regions:

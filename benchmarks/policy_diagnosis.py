@@ -117,7 +117,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="lbm-policy-diagnosis-") as data_dir:
         os.environ.setdefault("LBM_DATA_DIR", data_dir)
-        cfg = compose_config("train_diffusion_unet_resnet_lang_tiny", args.overrides)
+        cfg = compose_config("train_diffusion_unet_keypoints_lang_tiny", args.overrides)
         _, ema_policy, dataset = train(cfg, args.steps)
         result = {"steps": args.steps, "overrides": args.overrides, **sampled_errors(ema_policy, dataset)}
         if args.rollouts:

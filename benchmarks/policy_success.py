@@ -5,8 +5,8 @@ included in the time), takes the final rollouts' test_mean_score (50 held-out ep
 rolls out on the same episodes the baselines a skeptic tries first: holding still, the dataset's mean action,
 uniform random actions in the dataset's action range, and the scripted expert itself.
 
-    python benchmarks/policy_success.py --config train_diffusion_unet_resnet_lang_tiny
-    python benchmarks/policy_success.py --config train_diffusion_unet_resnet_lang_small
+    python benchmarks/policy_success.py --config train_diffusion_unet_keypoints_lang_tiny
+    python benchmarks/policy_success.py --config train_diffusion_unet_keypoints_lang_small
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default="train_diffusion_unet_resnet_lang_tiny")
+    parser.add_argument("--config", default="train_diffusion_unet_keypoints_lang_tiny")
     parser.add_argument(
         "--output-dir", help="keep the run (checkpoints, metrics) here (default: a temporary dir)"
     )

@@ -20,7 +20,7 @@ from lbm.jobs.slurm import commands
 from slurm_cluster import bench_cluster
 
 BIN = Path(sys.executable).parent
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 OVERRIDES = "task.synthesize.episodes_per_task=4,dataloader.num_workers=0,training.max_train_steps=100000"
 
 

@@ -55,7 +55,7 @@ SIZES = {
 SIZES["reference-large"] = [o for o in SIZES["reference-small"] if "down_dims" not in o] + [
     "policy.down_dims=[256,512,1024]"
 ]
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 WARMUP_STEPS = 5
 TRAIN_STEPS_ONLY = ["training.val_every=1000000", "training.sample_every=0"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 QUICK = [
     "task.synthesize.episodes_per_task=4",
     "dataloader.batch_size=16",

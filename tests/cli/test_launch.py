@@ -18,7 +18,7 @@ from lbm.launch.spec import LaunchSpec
 from lbm.launch.submission import plan, submit
 from lbm.site import load_site
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 QUEUE_ONLY = ("--config-file", TINY, "--queue", "test-held", "--image-uri", "registry.example/jane:dev")
 NAME = re.compile(r"^job:\s+(\S+)$", re.MULTILINE)
 

@@ -27,7 +27,7 @@ with contextlib.redirect_stdout(out):
     except SystemExit as done:
         codes.append(done.code)
     loaded["lbm launch --help"] = sorted(m for m in HEAVY if m in sys.modules)
-    codes.append(lbm(["launch", "--config-file", "train_diffusion_unet_resnet_lang_tiny", "--dry-run"]))
+    codes.append(lbm(["launch", "--config-file", "train_diffusion_unet_keypoints_lang_tiny", "--dry-run"]))
     loaded["lbm launch --dry-run"] = sorted(m for m in HEAVY if m in sys.modules)
 print(json.dumps({"codes": codes, "loaded": loaded}))
 """

@@ -27,7 +27,7 @@ from lbm.jobs.model import Job, JobState
 from lbm.site import load_site
 
 BIN = Path(sys.executable).parent
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 # A few small steps of the tiny config: a checkpoint every 4 steps, metrics every 2.
 SMALL = (
     "task.synthesize.episodes_per_task=4,dataloader.batch_size=16,checkpoint.every_n_steps=4,"

@@ -10,7 +10,7 @@ from lbm.launch.submission import plan
 from lbm.site import load_site
 from lbm.site.nicknames import add_nickname
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 
 
 def planned(**settings):
@@ -155,7 +155,7 @@ def test_without_a_config_file_or_a_dataset_the_error_names_the_default_and_what
     assert str(raised.value) == (
         f"no --config-file given, so the default config {DEFAULT_CONFIG} is used, and it needs a dataset: "
         "add --config-overrides task.dataset_path=<local path or URL of the dataset>, or choose a config "
-        f"that makes its own data with --config-file (train_diffusion_unet_resnet_lang_small, {TINY})"
+        f"that makes its own data with --config-file (train_diffusion_unet_keypoints_lang_small, {TINY})"
     )
     with pytest.raises(LbmError, match="^task.dataset_path is required by this config"):
         plan(LaunchSpec(config_file=DEFAULT_CONFIG), load_site())

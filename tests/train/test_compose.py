@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from lbm.errors import LbmError
 from lbm.train.compose import available_configs, compose_config
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 BASE = "train_diffusion_unet_clip_lang_stage_base"
 
 
@@ -103,7 +103,7 @@ def test_seed_legacy_targets_resolve_to_ours():
 @pytest.mark.parametrize(
     ("name", "overrides", "message"),
     [
-        ("train_diffusion_unet_resnet_lang_tiy", [], "did you mean 'train_diffusion_unet_resnet_lang_tiny'"),
+        ("train_diffusion_unet_keypoints_lang_tiy", [], f"did you mean '{TINY}'"),
         (TINY, ["training.num_epochs=[3"], "malformed override"),
         (
             TINY,
@@ -122,6 +122,14 @@ def test_bad_input_is_one_clear_error(name, overrides, message):
     with pytest.raises(LbmError, match=message) as raised:
         compose_config(name, overrides)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", [TINY, "train_diffusion_unet_keypoints_lang_small"])
+def test_the_names_before_the_rename_are_unknown_and_point_to_the_new_ones(name):
+    """The tiny and small configs were named after a ResNet before they named their keypoint CNN."""
+    old = name.replace("keypoints", "resnet")
+    with pytest.raises(LbmError, match=rf"^unknown config '{old}'; did you mean '{name}'\?"):
+        compose_config(old)
 
 
 def test_a_key_without_a_rule_keeps_the_kind_of_its_default(tmp_path):

@@ -10,7 +10,7 @@ from lbm.errors import LbmError
 from lbm.train.compose import compose_config
 from lbm.train.config.schema import BETA_SCHEDULES, LR_SCHEDULERS, unruled_keys
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 BASE = "train_diffusion_unet_clip_lang_stage_base"
 
 

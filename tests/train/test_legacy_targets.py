@@ -95,7 +95,7 @@ def test_seed_files_switch_the_encoder_of_the_shipped_configs(tmp_path, monkeypa
 
     monkeypatch.setenv("LBM_DATA_DIR", str(tmp_path))
     tiny = OmegaConf.merge(
-        compose_config("train_diffusion_unet_resnet_lang_tiny"), OmegaConf.create(EXAMPLE_CLIP_ADDON)
+        compose_config("train_diffusion_unet_keypoints_lang_tiny"), OmegaConf.create(EXAMPLE_CLIP_ADDON)
     )
     rewrite_legacy_targets(tiny)
     assert {"name", "weights"} <= set(tiny.policy.obs_encoder.rgb_model)

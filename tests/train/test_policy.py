@@ -195,7 +195,7 @@ def test_the_shipped_tiny_config_builds_a_policy_that_trains_and_samples(tmp_pat
     from lbm.train.compose import compose_config
 
     monkeypatch.setenv("LBM_DATA_DIR", str(tmp_path))
-    cfg = compose_config("train_diffusion_unet_resnet_lang_tiny")
+    cfg = compose_config("train_diffusion_unet_keypoints_lang_tiny")
     policy = instantiate(cfg.policy, _convert_="partial")
     assert isinstance(policy.text_encoder, HashingTextEncoder)
     shape_meta = cfg.task.shape_meta

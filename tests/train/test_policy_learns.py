@@ -34,7 +34,7 @@ def test_sampled_actions_beat_the_mean_action_and_holding_still(tmp_path, monkey
     torch.set_num_threads(1)
     monkeypatch.setenv("LBM_DATA_DIR", str(tmp_path / "data"))
     cfg = compose_config(
-        "train_diffusion_unet_resnet_lang_tiny",
+        "train_diffusion_unet_keypoints_lang_tiny",
         [
             f"training.max_train_steps={STEPS}",
             "task.synthesize.episodes_per_task=50",

@@ -128,7 +128,8 @@ def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProc
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--config-file", "train_diffusion_unet_resnet_lang_tin"], "did you mean"),
+        # The tiny config's name before it named its image model.
+        (["--config-file", TINY.replace("keypoints", "resnet")], f"did you mean {TINY!r}?"),
         (["--config-file", TINY, "training.num_epochs=[2"], "malformed override"),
         (["--config-file", TINY, "training.epochs=2"], "has no key training.epochs"),
         (["--config-file", TINY, "dataloader.batch_size=sixty"], "must be a whole number"),

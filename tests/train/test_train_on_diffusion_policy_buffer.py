@@ -15,7 +15,7 @@ import yaml
 
 from diffusion_policy_buffer import push_t_like_episodes, write_diffusion_policy_buffer
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 SHORT = [
     "task.shape_meta.obs.image.shape=[3,32,32]",
     "training.num_epochs=2",

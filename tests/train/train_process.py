@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 # A shorter run of the tiny config for the tests that are about mechanics, not learning.
 QUICK = (
     "task.synthesize.episodes_per_task=4",

@@ -18,7 +18,7 @@ from lbm.jobs.environment import ARTIFACT_URI, OUTPUT_DIR
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="lbm train", description="Train a language-conditioned diffusion policy.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config-file", help="config name, e.g. train_diffusion_unet_resnet_lang_tiny")
+    source.add_argument("--config-file", help="config name, e.g. train_diffusion_unet_keypoints_lang_tiny")
     source.add_argument(
         "--config-uri",
         help="a resolved config.yaml (path, file:// or s3://), as `lbm launch` stores it: trained as it is",

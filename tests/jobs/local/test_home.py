@@ -20,7 +20,7 @@ COMMANDS = (
     ("sagey", "describe", "ann-nope"),
     ("sagey", "stop", "ann-nope"),
     ("lbm", "agent"),
-    ("lbm", "launch", "--config-file", "train_diffusion_unet_resnet_lang_tiny", "--no-wait"),
+    ("lbm", "launch", "--config-file", "train_diffusion_unet_keypoints_lang_tiny", "--no-wait"),
 )
 
 

@@ -18,7 +18,7 @@ import polling
 from lbm.secrets import REDACTED
 
 BIN = Path(sys.executable).parent
-TINY = "train_diffusion_unet_resnet_lang_tiny"
+TINY = "train_diffusion_unet_keypoints_lang_tiny"
 FAKE_WANDB_KEY = "wandb-fake-key-0123456789abcdef0123456789abcdef"
 DEV_IMAGE = "jane-doe-sagemaker-dev"
 LAUNCH = ("--config-file", TINY, "--instance-type", "p5", "--image-uri", DEV_IMAGE)

@@ -164,7 +164,7 @@ def test_sagey_stop_checkpoints_and_archives_a_running_job_and_batchy_cancel_end
 
 def test_a_dry_run_prints_the_sbatch_request_without_secrets_and_queues_nothing(slurm_lab: SlurmLab):
     result = slurm_lab.lab.run(
-        "lbm", "launch", "--config-file", "train_diffusion_unet_resnet_lang_tiny", "--max-days", "0.01",
+        "lbm", "launch", "--config-file", "train_diffusion_unet_keypoints_lang_tiny", "--max-days", "0.01",
         "--team", ACCOUNTS[1], "--dry-run",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -196,7 +196,7 @@ def test_a_dry_run_prints_the_sbatch_request_without_secrets_and_queues_nothing(
 def test_bad_input_is_one_line_exit_2_and_nothing_submitted(slurm_lab: SlurmLab, args, message):
     before = len(commands.squeue_jobs())
     result = slurm_lab.lab.run(
-        "lbm", "launch", "--config-file", "train_diffusion_unet_resnet_lang_tiny", *args
+        "lbm", "launch", "--config-file", "train_diffusion_unet_keypoints_lang_tiny", *args
     )
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
