@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+
 import numpy as np
 import pytest
 
@@ -82,3 +85,61 @@ def test_unknown_tasks_and_no_episodes_are_user_errors():
         run_episodes(suite, ScriptedExpert(), episodes=2, tasks=["reach_purple"])
     with pytest.raises(LbmError, match="episodes must be >= 1"):
         run_episodes(suite, ScriptedExpert(), episodes=0)
+
+
+def live_in_egl(context) -> bool:
+    """Whether EGL still holds `context` (it answers EGL_BAD_CONTEXT for one that was destroyed)."""
+    from mujoco import egl
+    from OpenGL import error
+
+    try:
+        return bool(egl.EGL.eglQueryContext(egl.EGL_DISPLAY, context, egl.EGL.EGL_CONFIG_ID, ctypes.c_long()))
+    except error.Error:
+        return False
+
+
+def gl_contexts(env) -> list:
+    """The EGL contexts of a Meta-World environment's renderers (one, once it has rendered)."""
+    return [viewer.opengl_context._context for viewer in env._env.mujoco_renderer._viewers.values()]
+
+
+class HoldingOnToEnvironments:
+    """Holds still in Meta-World and keeps the environments it acts in, as anything holding one (a video
+    writer, a user's actor) would, so their renderers stay open unless the rollout closes them; raises at
+    call `fail_at` when given."""
+
+    n_obs_steps = 1
+
+    def __init__(self, fail_at: int | None = None):
+        self.envs, self.calls, self.fail_at = [], 0, fail_at
+
+    def __call__(self, obs, instructions, envs):
+        self.envs.extend(env for env in envs if all(env is not kept for kept in self.envs))
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("the actor failed")
+        return np.zeros((len(envs), 4, 4))
+
+
+@pytest.mark.parametrize("fail_at", [None, 2])
+def test_every_environment_made_is_closed_at_the_end_also_when_the_run_fails(fail_at):
+    from lbm.envs.meta_world import MetaWorldSuite
+
+    if os.environ.get("MUJOCO_GL", "egl") != "egl":
+        pytest.skip("checks EGL contexts; MUJOCO_GL selects another backend")
+    suite = MetaWorldSuite(["reach-v3", "push-v3"], image_size=16, max_steps=12)
+    actor = HoldingOnToEnvironments(fail_at)
+    if fail_at is None:
+        run_episodes(suite, actor, episodes=3)
+    else:
+        with pytest.raises(RuntimeError, match="the actor failed"):
+            run_episodes(suite, actor, episodes=3)
+    contexts = [context for env in actor.envs for context in gl_contexts(env)]
+    assert len(actor.envs) == len(contexts) == 3
+    assert [live_in_egl(context) for context in contexts] == [False] * 3
+
+    # The check tells an open renderer from a closed one: a rendered environment's context is live.
+    env = suite.make("reach-v3")
+    env.reset(0)
+    assert [live_in_egl(context) for context in gl_contexts(env)] == [True]
+    env.close()

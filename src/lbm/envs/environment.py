@@ -28,6 +28,9 @@ class Environment(Protocol):
     def render(self) -> np.ndarray:
         """The scene as a person would look at it: uint8 [H, W, 3]."""
 
+    def close(self) -> None:
+        """Release what the environment holds (a renderer's GL context); it is not used again."""
+
 
 class EnvironmentSuite(Protocol):
     """The tasks of a benchmark and a way to make the environment of each."""

@@ -4,13 +4,14 @@ Episode j of a run is task `tasks[j % len(tasks)]` reset with seed `start_seed +
 last `n_obs_steps` observations (the first one repeated at the start, as diffusion_policy's
 MultiStepWrapper does); the actor is asked for the next actions of all unfinished episodes at once and
 each episode executes them in turn, ending at the first step that accomplishes its task or at the
-environment's `max_steps`.
+environment's `max_steps`. Every environment a run makes is closed when it ends, also when it fails.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -125,14 +126,26 @@ def run_episodes(
     tasks = check_tasks(suite, tasks)
     started = time.perf_counter()
     results = [EpisodeResult(tasks[j % len(tasks)], start_seed + j, False, 0) for j in range(episodes)]
-    envs = [suite.make(result.task) for result in results]
+    with ExitStack() as made:
+        envs = []
+        for result in results:
+            envs.append(suite.make(result.task))
+            made.callback(envs[-1].close)
+        _step_in_lockstep(envs, results, actor, record)
+    return Evaluation(results, time.perf_counter() - started)
+
+
+def _step_in_lockstep(
+    envs: list[Environment], results: list[EpisodeResult], actor: Actor, record: int
+) -> None:
+    """Run episode j in envs[j] to its end, filling in results[j]."""
     histories = []
     for j, (env, result) in enumerate(zip(envs, results, strict=True)):
         first = env.reset(result.seed)
         histories.append(deque([first] * actor.n_obs_steps, maxlen=actor.n_obs_steps))
         if j < record:
             result.frames.append(env.render())
-    active = list(range(episodes))
+    active = list(range(len(envs)))
     while active:
         obs = {
             key: np.stack([np.stack([o[key] for o in histories[i]]) for i in active])
@@ -153,4 +166,3 @@ def run_episodes(
             else:
                 still_active.append(i)
         active = still_active
-    return Evaluation(results, time.perf_counter() - started)

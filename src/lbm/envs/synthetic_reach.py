@@ -211,6 +211,9 @@ class SyntheticReachEnv:
         """What the scripted expert would command now (it sees the goal's position)."""
         return expert_action(self._pos, self._goals[self.task_index], self._rng)
 
+    def close(self) -> None:
+        """Nothing to release: the scene is drawn with numpy."""
+
 
 class SyntheticReachSuite:
     """The scene's first `num_tasks` tasks at `image_size` pixels, as the datasets of `lbm data synth`."""
