@@ -2,13 +2,15 @@
 
 Its layout: a root group with `data/<key>` arrays grown episode by episode on axis 0 (chunks sized for about
 2 MB from the first episode, Blosc lz4 by default) and `meta/episode_ends` (int64, uncompressed); no task
-or instruction per episode and no lbm completion mark. Push-T's images are float32 in 0..255 under `img`,
-its agent position the first two values of `state`.
+or instruction per episode and no lbm completion mark. `save_to_store` into a `zarr.ZipStore` (a
+`*.zarr.zip`) copies every key of the store once into an uncompressed entry at the zip's root. Push-T's
+images are float32 in 0..255 under `img`, its agent position the first two values of `state`.
 """
 
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numcodecs
@@ -50,6 +52,15 @@ def write_diffusion_policy_buffer(path: Path, episodes: list[dict[str, np.ndarra
         n_steps += length
         episode_ends.resize((episode_ends.shape[0] + 1,))
         episode_ends[-1] = n_steps
+    return str(path)
+
+
+def save_as_zip(store: Path, path: Path) -> str:
+    """The directory store `store` copied into a zip file at `path`, as `zarr.ZipStore` writes one: each key
+    an entry named by the key, stored uncompressed."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for file in sorted(p for p in store.rglob("*") if p.is_file()):
+            archive.write(file, file.relative_to(store).as_posix())
     return str(path)
 
 

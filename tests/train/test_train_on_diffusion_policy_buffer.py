@@ -1,5 +1,6 @@
-"""`lbm train` on replay buffers that diffusion_policy's ReplayBuffer wrote (zarr format 2 and 3), read as
-they are through the pusht_image task config or a user's own task config."""
+"""`lbm train` on replay buffers that diffusion_policy's ReplayBuffer wrote (zarr format 2 in a `.zarr.zip`,
+zarr format 3 in a directory), read as they are through the pusht_image task config or a user's own task
+config."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffusion_policy_buffer import push_t_like_episodes, write_diffusion_policy_buffer
+from diffusion_policy_buffer import push_t_like_episodes, save_as_zip, write_diffusion_policy_buffer
 
 TINY = "train_diffusion_unet_keypoints_lang_tiny"
 SHORT = [
@@ -50,11 +51,14 @@ def episodes() -> list[dict]:
 
 
 @pytest.mark.slow
-def test_trains_on_a_zarr_format_2_buffer_with_the_pusht_image_task(tmp_path, episodes):
-    buffer = write_diffusion_policy_buffer(tmp_path / "pusht.zarr", episodes, zarr_format=2)
+def test_trains_on_a_zipped_zarr_format_2_buffer_with_the_pusht_image_task(tmp_path, episodes):
+    write_diffusion_policy_buffer(tmp_path / "pusht.zarr", episodes, zarr_format=2)
+    buffer = save_as_zip(tmp_path / "pusht.zarr", tmp_path / "pusht.zarr.zip")
     out = tmp_path / "run"
-    lbm_train(out, "task=pusht_image", f"task.dataset_path={buffer}", *SHORT)
+    # The tiny config's loader worker reads the zip through its own handle.
+    lbm_train(out, "task=pusht_image", f"task.dataset_path={buffer}", "dataloader.num_workers=1", *SHORT)
     config = assert_trained(out)
+    assert config["task"]["dataset_path"] == buffer
     assert config["task"]["dataset"]["key_map"] == {"image": "img", "agent_pos": "state[0:2]"}
 
 

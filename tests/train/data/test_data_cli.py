@@ -82,8 +82,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
     done = lbm("data", "info", str(out))
     assert done.returncode == 2
     assert (
-        done.stderr
-        == f"lbm data: error: no replay buffer at {out}; make one with `lbm data synth --out {out}`\n"
+        done.stderr == f"lbm data: error: no replay buffer at {out}: check the path (`lbm data synth` and "
+        "`lbm data metaworld` make one)\n"
     )
 
 

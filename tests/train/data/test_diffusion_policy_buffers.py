@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from diffusion_policy_buffer import push_t_like_episodes, write_diffusion_policy_buffer
+from diffusion_policy_buffer import push_t_like_episodes, save_as_zip, write_diffusion_policy_buffer
 from lbm.errors import LbmError
 from lbm.train.data.replay_buffer import ReplayBufferWriter
 from lbm.train.data.sequence_dataset import MultitaskSequenceDataset
@@ -57,6 +58,17 @@ def assert_same_samples(a: MultitaskSequenceDataset, b: MultitaskSequenceDataset
             torch.testing.assert_close(x["obs"][key], y["obs"][key])
 
 
+def assert_same_datasets(a: MultitaskSequenceDataset, b: MultitaskSequenceDataset) -> None:
+    """The same instructions, split, normalizer statistics and samples of both splits."""
+    assert a.instructions == b.instructions
+    np.testing.assert_array_equal(a.episodes, b.episodes)
+    for key, stats in b.normalizer_stats().items():
+        for name, value in stats.items():
+            np.testing.assert_array_equal(a.normalizer_stats()[key][name], value)
+    assert_same_samples(a, b)
+    assert_same_samples(a.get_validation_dataset(), b.get_validation_dataset())
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_mapped_buffer_gives_the_samples_of_the_same_data_in_our_layout(tmp_path, episodes, zarr_format):
     theirs = write_diffusion_policy_buffer(tmp_path / "theirs.zarr", episodes, zarr_format)
@@ -64,12 +76,39 @@ def test_mapped_buffer_gives_the_samples_of_the_same_data_in_our_layout(tmp_path
     mapped = MultitaskSequenceDataset(theirs, **SEQUENCE, key_map=KEY_MAP, episode_tasks=TASKS)
     reference = MultitaskSequenceDataset(ours, **SEQUENCE)
     assert mapped.instructions == ["reach the green circle", "reach the red square"]
-    np.testing.assert_array_equal(mapped.episodes, reference.episodes)
-    for key, stats in reference.normalizer_stats().items():
-        for name, value in stats.items():
-            np.testing.assert_array_equal(mapped.normalizer_stats()[key][name], value)
-    assert_same_samples(mapped, reference)
-    assert_same_samples(mapped.get_validation_dataset(), reference.get_validation_dataset())
+    assert_same_datasets(mapped, reference)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_zipped_buffer_gives_the_samples_of_the_same_buffer_in_a_directory(tmp_path, episodes, zarr_format):
+    directory = write_diffusion_policy_buffer(tmp_path / "theirs.zarr", episodes, zarr_format)
+    zipped = save_as_zip(tmp_path / "theirs.zarr", tmp_path / "theirs.zarr.zip")
+    before = (tmp_path / "theirs.zarr.zip").read_bytes()
+    mapping = {"key_map": KEY_MAP, "episode_tasks": TASKS}
+    from_zip = MultitaskSequenceDataset(zipped, **SEQUENCE, **mapping)
+    from_directory = MultitaskSequenceDataset(directory, **SEQUENCE, **mapping)
+    assert_same_datasets(from_zip, from_directory)
+    assert (tmp_path / "theirs.zarr.zip").read_bytes() == before, "read unchanged"
+
+
+def test_loader_workers_read_a_zipped_buffer_through_their_own_handles(tmp_path, episodes):
+    write_diffusion_policy_buffer(tmp_path / "theirs.zarr", episodes, zarr_format=2)
+    zipped = save_as_zip(tmp_path / "theirs.zarr", tmp_path / "theirs.zarr.zip")
+    # No cache: every batch reads its chunks from the zip, the workers at the same time.
+    dataset = MultitaskSequenceDataset(
+        zipped, **SEQUENCE, key_map=KEY_MAP, episode_tasks=TASKS, cache_bytes=0
+    )
+    dataset.__getitems__([0])  # the parent's handles are open (and at some file offset) when workers fork
+    order = np.random.default_rng(0).permutation(len(dataset)).tolist()
+
+    def batches(**options) -> list[dict]:
+        return list(DataLoader(dataset, batch_size=5, sampler=order, **options))
+
+    expected, actual = batches(num_workers=0), batches(num_workers=2, multiprocessing_context="fork")
+    assert len(actual) == len(expected)
+    for a, b in zip(expected, actual, strict=True):
+        torch.testing.assert_close(a["action"], b["action"])
+        torch.testing.assert_close(a["obs"]["image"], b["obs"]["image"])
 
 
 def test_one_task_for_every_episode(tmp_path, episodes):

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 import zarr
 
-from diffusion_policy_buffer import write_diffusion_policy_buffer
+from diffusion_policy_buffer import save_as_zip, write_diffusion_policy_buffer
 from lbm.errors import LbmError
-from lbm.train.data.replay_buffer import COMPLETION_ATTR, ChunkCache, ReplayBuffer, ReplayBufferWriter
+from lbm.train.data.replay_buffer import (
+    COMPLETION_ATTR,
+    ChunkCache,
+    MissingReplayBuffer,
+    ReplayBuffer,
+    ReplayBufferWriter,
+)
 
 
 def make_episodes(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -98,10 +104,11 @@ def test_chunk_cache_stays_within_its_byte_budget():
     assert cache.get(("k", 99)) is None
 
 
-def test_open_missing_path_says_how_to_make_one(tmp_path):
+def test_open_missing_path_says_what_makes_one(tmp_path):
     url = str(tmp_path / "nothing.zarr")
     with pytest.raises(
-        LbmError, match=rf"no replay buffer at {url}; make one with `lbm data synth --out {url}`"
+        MissingReplayBuffer,
+        match=rf"^no replay buffer at {url}: check the path \(`lbm data synth` and `lbm data metaworld`",
     ):
         ReplayBuffer.open(url)
 
@@ -120,6 +127,33 @@ def test_a_diffusion_policy_buffer_is_read_unchanged(tmp_path, zarr_format):
         np.testing.assert_array_equal(buffer.read_steps(key, steps), stored[steps])
         np.testing.assert_array_equal(np.concatenate([rows for _, rows in buffer.iter_chunks(key)]), stored)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "dp.zarr").rglob("*")} == before
+
+
+def test_a_zipped_diffusion_policy_buffer_is_read_like_the_directory(tmp_path):
+    episodes = make_episodes(5, seed=8)
+    write_diffusion_policy_buffer(tmp_path / "dp.zarr", episodes, zarr_format=2)
+    buffer = ReplayBuffer.open(save_as_zip(tmp_path / "dp.zarr", tmp_path / "dp.zarr.zip"))
+    assert buffer.keys() == ["image", "state", "zeros"] and buffer.episode_tasks is None
+    np.testing.assert_array_equal(buffer.episode_ends, np.cumsum([len(e["state"]) for e in episodes]))
+    steps = np.random.default_rng(1).integers(0, buffer.n_steps, size=40)
+    for key in buffer:
+        stored = np.concatenate([e[key] for e in episodes])
+        np.testing.assert_array_equal(buffer.read_steps(key, steps), stored[steps])
+        np.testing.assert_array_equal(np.concatenate([rows for _, rows in buffer.iter_chunks(key)]), stored)
+
+
+def test_zips_that_cannot_be_read_say_why(tmp_path):
+    missing = str(tmp_path / "missing.zarr.zip")
+    with pytest.raises(LbmError, match=f"^no replay buffer at {missing}: check the path"):
+        ReplayBuffer.open(missing)
+    (tmp_path / "text.zarr.zip").write_text("not a zip")
+    with pytest.raises(LbmError, match="text.zarr.zip is not a zip file of a zarr store"):
+        ReplayBuffer.open(str(tmp_path / "text.zarr.zip"))
+    with pytest.raises(LbmError, match="zarr reads zip stores from local files only: copy it"):
+        ReplayBuffer.open("s3://bucket/pusht.zarr.zip")
+    with pytest.raises(LbmError, match="names a zip file; lbm writes replay buffers as directories"):
+        ReplayBufferWriter(str(tmp_path / "new.zarr.zip"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.zarr.zip"]
 
 
 def test_a_group_without_data_and_episode_ends_is_not_a_replay_buffer(tmp_path):

@@ -9,14 +9,18 @@ Layout (zarr format 2, like diffusion_policy's ReplayBuffer):
 
 The root group's `lbm_replay_buffer` attribute is written first as incomplete and marked complete last.
 A buffer that diffusion_policy's own ReplayBuffer wrote (no such attribute, no task or instruction per
-episode; zarr format 2 or 3) is read unchanged. Paths are local paths or fsspec URLs (file://, s3://, ...).
+episode; zarr format 2 or 3; a directory, or a local zip file `*.zarr.zip` as `zarr.ZipStore` writes it)
+is read unchanged. Paths are local paths or fsspec URLs (file://, s3://, ...). Buffers are written as
+directories.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import uuid
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import fsspec.implementations.zip
 import numcodecs
 import numpy as np
 import zarr
@@ -45,8 +50,19 @@ def local_path(url: str) -> Path | None:
     return Path(url).expanduser().absolute()
 
 
-def _synth_command(url: str) -> str:
-    return f"lbm data synth --out {url}"
+def is_zip(url: str) -> bool:
+    """Whether `url` names a zip file of a store (`*.zarr.zip`) rather than a directory."""
+    return url.rstrip("/").lower().endswith(".zip")
+
+
+class MissingReplayBuffer(LbmError):
+    """Nothing is stored at the replay buffer's URL."""
+
+    def __init__(self, url: str):
+        super().__init__(
+            f"no replay buffer at {url}: check the path (`lbm data synth` and `lbm data metaworld` make one)"
+        )
+        self.url = url
 
 
 class ChunkCache:
@@ -162,7 +178,9 @@ class ReplayBuffer:
             meta, "episode_instruction", self.n_episodes, url
         )
         data = group["data"]
-        self._layouts = {key: _ChunkLayout.of(data[key], f"{root}/data/{key}") for key in data.array_keys()}
+        self._layouts = {
+            key: _ChunkLayout.of(data[key], posixpath.join(root, "data", key)) for key in data.array_keys()
+        }
         for key, layout in self._layouts.items():
             if layout.length != self.n_steps:
                 raise LbmError(
@@ -175,29 +193,23 @@ class ReplayBuffer:
         cls, url: str, storage_options: dict | None = None, *, cache_bytes: int = DEFAULT_CACHE_BYTES
     ) -> ReplayBuffer:
         """Open the replay buffer at `url`; LbmError when there is none or it is incomplete."""
-        path = local_path(url)
         try:
-            if path is not None:
-                store = zarr.storage.LocalStore(path, read_only=True)
-                fs, root = fsspec.filesystem("file"), str(path)
-            else:
-                store = zarr.storage.FsspecStore.from_url(
-                    url, storage_options=storage_options, read_only=True
-                )
-                fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            store, fs, root = _read_only_store(url, storage_options)
             group = zarr.open_group(store, mode="r")
         except (FileNotFoundError, zarr.errors.NodeNotFoundError):
-            raise LbmError(f"no replay buffer at {url}; make one with `{_synth_command(url)}`") from None
+            raise MissingReplayBuffer(url) from None
         except PermissionError as error:
             raise LbmError(
                 f"cannot read {url} ({error}); check its permissions or your credentials"
             ) from None
+        except zipfile.BadZipFile as error:
+            raise LbmError(f"{url} is not a zip file of a zarr store ({error})") from None
         marker = group.attrs.get(COMPLETION_ATTR)
         if marker is not None and not (isinstance(marker, Mapping) and marker.get("complete")):
             raise LbmError(
                 f"{url} is not a complete lbm replay buffer (its `{COMPLETION_ATTR}` completion mark says "
-                "incomplete: its writing was interrupted); write it again, "
-                f"e.g. `{_synth_command(url)} --force`"
+                "incomplete: its writing was interrupted); write it again with the command that made it "
+                "and --force"
             )
         if not _has_replay_layout(group):
             raise LbmError(
@@ -267,6 +279,31 @@ class ReplayBuffer:
         return {c: layout.decode(raw.get(path)) for c, path in paths.items()}
 
 
+def _read_only_store(
+    url: str, storage_options: dict | None
+) -> tuple[zarr.abc.store.Store, fsspec.AbstractFileSystem, str]:
+    """(zarr store, file system, root path in it) of the buffer at `url`, read-only.
+
+    A zip file (local only) is opened afresh on every call, so each DataLoader worker reads through its own
+    file handles.
+    """
+    path = local_path(url)
+    if is_zip(url):
+        if path is None:
+            raise LbmError(
+                f"{url} is a zip file in remote storage, and zarr reads zip stores from local files only: "
+                "copy it to a local path, or unzip it and upload the directory (a .zarr store)"
+            )
+        # Chunks are read through fsspec's view of the same zip file.
+        zip_fs = fsspec.implementations.zip.ZipFileSystem(fo=str(path))
+        return zarr.storage.ZipStore(path, mode="r"), zip_fs, ""
+    if path is not None:
+        return zarr.storage.LocalStore(path, read_only=True), fsspec.filesystem("file"), str(path)
+    store = zarr.storage.FsspecStore.from_url(url, storage_options=storage_options, read_only=True)
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return store, fs, root
+
+
 def _has_replay_layout(group: zarr.Group) -> bool:
     """Whether `group` holds a data/ group and meta/episode_ends, as every replay buffer does."""
     try:
@@ -306,6 +343,10 @@ class ReplayBufferWriter:
         if chunk_steps < 1 or low_dim_chunk_steps < 1:
             raise LbmError(
                 f"chunk_steps and low_dim_chunk_steps must be >= 1, got {chunk_steps}, {low_dim_chunk_steps}"
+            )
+        if is_zip(url):
+            raise LbmError(
+                f"{url} names a zip file; lbm writes replay buffers as directories (.zarr) and reads both"
             )
         self.url = url
         self.chunk_steps = chunk_steps
