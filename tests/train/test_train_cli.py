@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
 from train_process import QUICK, TINY, lbm_train
+
+from lbm.train.compose import compose_config
 
 
 def run_to_end(out: Path, *overrides: str, env: dict) -> subprocess.CompletedProcess:
@@ -133,7 +136,6 @@ def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProc
         (["--config-file", TINY, "training.num_epochs=[2"], "malformed override"),
         (["--config-file", TINY, "training.epochs=2"], "has no key training.epochs"),
         (["--config-file", TINY, "dataloader.batch_size=sixty"], "must be a whole number"),
-        (["--config-file", TINY, "task.synthesize=null", "task.dataset_path=/nonexistent/data.zarr"], "zarr"),
         (["--config-file", TINY, "training.resume_checkpoint_path=/nonexistent/x.ckpt"], "does not exist"),
         (["--config-file", TINY, "logging.mode=verbose"], "logging.mode='verbose' is not valid"),
         (["--config-file", TINY, "dataloader.batch_size=-5"], "dataloader.batch_size=-5 is not valid"),
@@ -160,6 +162,50 @@ def bad_input(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProc
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, env, args, message):
     assert message in bad_input(tmp_path, env, *args).stderr
+
+
+MT10_STATE = "train_diffusion_unet_lang_metaworld_mt10_state"
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "says"),
+    [
+        (
+            TINY,
+            ["task.synthesize=null"],
+            "the dataset of the synthetic task synthetic_reach_tiny: make it with "
+            "`lbm data synth --out {url} --tasks 4 --image-size 32`",
+        ),
+        (
+            MT10_STATE,
+            ["task.env_runner.env.tasks=[reach-v3]"],
+            "the dataset of the Meta-World task metaworld_mt10_state: make it with "
+            "`lbm data metaworld --out {url} --tasks reach-v3`",
+        ),
+        (
+            TINY,
+            ["task=pusht_image"],
+            "where task.dataset_path of task pusht_image points: that buffer is your own (lbm makes only "
+            "the synthetic and Meta-World ones), so check the path or set "
+            "task.dataset_path=<its local path or URL>",
+        ),
+    ],
+)
+def test_a_missing_buffer_is_one_line_that_fits_the_task(tmp_path, env, config, overrides, says):
+    url = str(tmp_path / "data" / "demos.zarr")
+    overrides = [*overrides, f"task.dataset_path={url}"]
+    result = bad_input(tmp_path, env, "--config-file", config, *overrides)
+    assert result.stderr == f"lbm train: error: no replay buffer at {url}, {says.format(url=url)}\n"
+    assert not (tmp_path / "data").exists()
+    if "`" not in says:
+        return
+    # The command it names makes the buffer the config reads.
+    command = result.stderr.split("`")[1].split()
+    assert command[:2] == ["lbm", "data"]
+    made = subprocess.run([sys.executable, "-m", "lbm.cli.main", *command[1:]], env=env, capture_output=True)
+    assert made.returncode == 0, made.stderr
+    cfg = compose_config(config, overrides)
+    assert len(instantiate(cfg.task.dataset, _convert_="partial")) > 0
 
 
 def test_missing_pretrained_weights_name_what_is_missing(tmp_path, env):

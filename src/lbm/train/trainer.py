@@ -35,8 +35,10 @@ from lbm.storage import transfer
 from lbm.storage.layout import CONFIG_FILE, METRICS_FILE
 from lbm.train import checkpoint as ckpt
 from lbm.train.compose import to_yaml
+from lbm.train.data.replay_buffer import MissingReplayBuffer
 from lbm.train.distributed import Distributed
 from lbm.train.metrics import MetricsLog
+from lbm.train.missing_dataset import missing_dataset_line
 from lbm.train.resume import check_explicit, resume_checkpoint
 from lbm.train.rollouts import TrainingRollouts, describe
 from lbm.train.sample_generators import STEP_KEY, SampleGenerators, derived_seed
@@ -200,7 +202,11 @@ class Trainer:
         self.monitor_key, self.monitor_mode = ckpt.check_monitor(cfg.checkpoint, self.rollouts is not None)
         self._scores: dict[str, float] = {}
         prepare_dataset(cfg.task, self.dist)
-        self.dataset = build(cfg.task.dataset)
+        try:
+            self.dataset = build(cfg.task.dataset)
+        except MissingReplayBuffer as missing:
+            task = OmegaConf.to_container(cfg.task, resolve=True)
+            raise LbmError(missing_dataset_line(task, missing.url)) from None
         self.val_dataset = self.dataset.get_validation_dataset()
         self.policy.set_normalizer(self.dataset.normalizer_stats())
         self.policy.to(self.device)
