@@ -9,7 +9,7 @@ from lbm.envs.meta_world import MetaWorldSuite
 from lbm.envs.synthetic_reach import SyntheticReachSuite
 
 
-def _is(env: Mapping, suite: type) -> bool:
+def _is_suite(env: Mapping, suite: type) -> bool:
     return env.get("_target_") == f"{suite.__module__}.{suite.__qualname__}"
 
 
@@ -29,21 +29,19 @@ def missing_dataset_line(task: Mapping, url: str) -> str:
     rgb = [meta for meta in task["shape_meta"]["obs"].values() if meta.get("type") == "rgb"]
     image_size = rgb[0]["shape"][1] if rgb else None
     synthesize = task.get("synthesize")
-    if synthesize or _is(env, SyntheticReachSuite):
+    if synthesize or _is_suite(env, SyntheticReachSuite):
         flags = {"tasks": env.get("num_tasks"), "image-size": image_size}
-        if synthesize:
-            flags.update(
-                {
-                    "tasks": synthesize["tasks"],
-                    "episodes-per-task": synthesize["episodes_per_task"],
-                    "seed": synthesize["seed"],
-                }
-            )
+        if synthesize:  # the options it would have been generated with
+            flags |= {
+                "tasks": synthesize["tasks"],
+                "episodes-per-task": synthesize["episodes_per_task"],
+                "seed": synthesize["seed"],
+            }
         return (
             f"no replay buffer at {url}, the dataset of the synthetic task {task['name']}: make it with "
             f"`{_command('synth', url, flags)}`"
         )
-    if _is(env, MetaWorldSuite):
+    if _is_suite(env, MetaWorldSuite):
         flags = {
             "tasks": env.get("tasks"),
             "image-size": image_size,
