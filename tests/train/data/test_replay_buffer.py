@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import numpy as np
 import pytest
@@ -149,11 +150,17 @@ def test_zips_that_cannot_be_read_say_why(tmp_path):
     (tmp_path / "text.zarr.zip").write_text("not a zip")
     with pytest.raises(LbmError, match="text.zarr.zip is not a zip file of a zarr store"):
         ReplayBuffer.open(str(tmp_path / "text.zarr.zip"))
+    with zipfile.ZipFile(tmp_path / "folder.zarr.zip", "w") as archive:
+        archive.writestr("dp.zarr/.zgroup", '{"zarr_format": 2}')
+    with pytest.raises(
+        LbmError, match="folder.zarr.zip holds no zarr store at its root; zip a store's contents"
+    ):
+        ReplayBuffer.open(str(tmp_path / "folder.zarr.zip"))
     with pytest.raises(LbmError, match="zarr reads zip stores from local files only: copy it"):
         ReplayBuffer.open("s3://bucket/pusht.zarr.zip")
     with pytest.raises(LbmError, match="names a zip file; lbm writes replay buffers as directories"):
         ReplayBufferWriter(str(tmp_path / "new.zarr.zip"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.zarr.zip"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.zarr.zip", "text.zarr.zip"]
 
 
 def test_a_group_without_data_and_episode_ends_is_not_a_replay_buffer(tmp_path):

@@ -196,7 +196,14 @@ class ReplayBuffer:
         try:
             store, fs, root = _read_only_store(url, storage_options)
             group = zarr.open_group(store, mode="r")
-        except (FileNotFoundError, zarr.errors.NodeNotFoundError):
+        except zarr.errors.NodeNotFoundError:
+            if is_zip(url):
+                raise LbmError(
+                    f"{url} holds no zarr store at its root; zip a store's contents, not its folder "
+                    "(cd NAME.zarr && zip -r -0 ../NAME.zarr.zip .)"
+                ) from None
+            raise MissingReplayBuffer(url) from None
+        except FileNotFoundError:
             raise MissingReplayBuffer(url) from None
         except PermissionError as error:
             raise LbmError(
