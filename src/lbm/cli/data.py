@@ -12,6 +12,8 @@ from lbm.errors import LbmError
 
 
 def build_parser() -> ArgumentParser:
+    from lbm.train.data.metaworld_demos import STEPS_AFTER_SUCCESS
+
     parser = ArgumentParser(prog="lbm data", description="Make or inspect replay buffer datasets.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{synth,metaworld,info}")
     synth = commands.add_parser(
@@ -32,14 +34,21 @@ def build_parser() -> ArgumentParser:
         "metaworld",
         help="write Meta-World expert demonstrations",
         description="Write the scripted experts' successful episodes in Meta-World tasks, each from a new "
-        "seeded configuration and stopped at success, with the 39-dim state, the 4-dim action and, with "
-        "--image-size, a camera image. Needs `pip install -e '.[metaworld]'`.",
+        "seeded configuration and recorded to --steps-after-success steps after the first success, with the "
+        "39-dim state, the 4-dim action and, with --image-size, a camera image. Needs "
+        "`pip install -e '.[metaworld]'`.",
     )
     metaworld.add_argument("--out", required=True, help="where to write it: a local path or URL (s3://...)")
     metaworld.add_argument(
         "--tasks", nargs="+", default=["mt10"], help="mt10 (default) or task names such as reach-v3 push-v3"
     )
     metaworld.add_argument("--episodes-per-task", type=int, default=10, help="episodes per task (default 10)")
+    metaworld.add_argument(
+        "--steps-after-success",
+        type=int,
+        default=STEPS_AFTER_SUCCESS,
+        help=f"steps of the expert recorded after the first success (default {STEPS_AFTER_SUCCESS})",
+    )
     metaworld.add_argument("--image-size", type=int, help="also store camera images of this size (pixels)")
     metaworld.add_argument("--camera", default="corner2", help="the camera of the images (default corner2)")
     metaworld.add_argument(
@@ -77,6 +86,7 @@ def metaworld(args) -> int:
         args.out,
         tasks=args.tasks[0] if len(args.tasks) == 1 else args.tasks,
         episodes_per_task=args.episodes_per_task,
+        steps_after_success=args.steps_after_success,
         image_size=args.image_size,
         camera=args.camera,
         seed=args.seed,
@@ -87,7 +97,7 @@ def metaworld(args) -> int:
     for r in records:
         print(
             f"  {r.task:<24} {r.successes}/{r.attempts} succeeded ({r.success_rate:.0%}), "
-            f"{np.mean(r.steps):.0f} steps on average"
+            f"{np.mean(r.steps):.0f} steps to success on average"
         )
     return 0
 

@@ -116,6 +116,7 @@ class MetaWorldEnv:
         self._env.seeded_rand_vec = True
         self._expert = metaworld.policies.ENV_POLICY_MAP[task]()
         self._state = np.zeros(STATE_DIM)
+        self.info: dict = {}  # Meta-World's info of the last step (its distances, success)
 
     def reset(self, seed: int) -> dict[str, np.ndarray]:
         self._env.seed(seed)
@@ -123,8 +124,8 @@ class MetaWorldEnv:
         return self.observation()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool]:
-        self._state, _, _, _, info = self._env.step(np.clip(np.asarray(action, dtype=np.float64), -1, 1))
-        return self.observation(), bool(info["success"])
+        self._state, _, _, _, self.info = self._env.step(np.clip(np.asarray(action, dtype=np.float64), -1, 1))
+        return self.observation(), bool(self.info["success"])
 
     def observation(self) -> dict[str, np.ndarray]:
         obs = {"state": self._state.astype(np.float32)}

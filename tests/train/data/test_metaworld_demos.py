@@ -1,4 +1,5 @@
-"""`lbm data metaworld`: the scripted experts' successful episodes, stopped at success, as a replay buffer."""
+"""`lbm data metaworld`: the scripted experts' successful episodes, recorded to a few steps after their
+first success, as a replay buffer."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ def lbm_data(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-def test_demonstrations_replay_to_success_at_their_last_step(tmp_path):
+def test_demonstrations_replay_to_success_and_go_on_for_the_steps_asked_after_it(tmp_path):
     out = tmp_path / "mw.zarr"
     done = lbm_data(
-        "--out", str(out), "--tasks", "reach-v3", "--episodes-per-task", "2", "--image-size", "16"
-    )
+        "--out", str(out), "--tasks", "reach-v3", "--episodes-per-task", "2", "--image-size", "16",
+        "--steps-after-success", "5",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"wrote 2 episodes (1 tasks) to {out}"
@@ -34,8 +36,10 @@ def test_demonstrations_replay_to_success_at_their_last_step(tmp_path):
     actions = buffer["action"][:]
     assert np.abs(actions).max() <= 1
     # Episode k is the expert's from seed k (it succeeds on both): the same actions in a fresh environment
-    # from that seed pass through the stored states and succeed at the last one, not before.
+    # from that seed pass through the stored states and first succeed 5 steps before the last one, at the
+    # step count the command reports.
     env = MetaWorldEnv("reach-v3")
+    to_success = []
     for k in range(2):
         steps = buffer.episode_slice(k)
         states = buffer["state"][steps]
@@ -46,8 +50,11 @@ def test_demonstrations_replay_to_success_at_their_last_step(tmp_path):
             successes.append(success)
             if t + 1 < len(states):
                 np.testing.assert_allclose(obs["state"], states[t + 1], atol=1e-5)
-        assert successes[-1] and not any(successes[:-1])
+        first = successes.index(True)
+        assert first == len(states) - 6
+        to_success.append(first + 1)
     env.close()
+    assert f"{np.mean(to_success):.0f} steps to success on average" in lines[2]
 
 
 @pytest.mark.parametrize(
@@ -55,6 +62,7 @@ def test_demonstrations_replay_to_success_at_their_last_step(tmp_path):
     [
         (["--tasks", "mt11"], "unknown Meta-World task(s) mt11"),
         (["--episodes-per-task", "0"], "episodes per task must be >= 1, got 0"),
+        (["--steps-after-success", "-1"], "steps after success must be >= 0, got -1"),
         (["--image-size", "4"], "image size must be at least 8 pixels, got 4"),
         (["--seed", "-1"], "--seed must be >= 0, got -1"),
     ],

@@ -1,0 +1,129 @@
+"""Where a Meta-World policy's failed episodes end: close to the goal but not within its success radius, or
+somewhere else; with the goal inside or outside the range of the demonstrations' goals, and (tasks that
+carry an object) whether the object was ever lifted.
+
+Rolls out each checkpoint's EMA policy with `lbm eval`'s rollouts for --episodes episodes of each of --tasks
+(seeds from the config's test_start_seed) and follows Meta-World's own distance at every step
+(`info["obj_to_target"]`: the gripper's centre to the goal in reach, the object to the goal in push and
+pick-place). A failed episode "ends close" when its last distance is within --close metres beyond the
+success radius. The demonstrations' goals are those of the checkpoint's dataset (task.dataset_path), per
+task. Torch uses --threads threads.
+
+    OMP_NUM_THREADS=1 python benchmarks/metaworld_failures.py --episodes 20 \
+        --checkpoint /tmp/mt10/run/epoch_60-step_1380.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+
+import numpy as np
+
+from lbm.envs.meta_world import MetaWorldEnv, MetaWorldSuite
+
+# Meta-World's success radius of info["obj_to_target"] per task (the tasks' evaluate_state).
+SUCCESS_RADIUS = {"reach-v3": 0.05, "push-v3": 0.05, "pick-place-v3": 0.07}
+GOAL = slice(36, 39)
+OBJECT_HEIGHT = 6
+LIFTED = 0.02  # metres above the object's first height
+
+
+class TracedEnv(MetaWorldEnv):
+    """A Meta-World task that keeps its goal, the object's first height, and per step the distance to the
+    goal and the object's height."""
+
+    def reset(self, seed: int) -> dict[str, np.ndarray]:
+        obs = super().reset(seed)
+        self.goal, self.first_height, self.trace = obs["state"][GOAL].copy(), obs["state"][OBJECT_HEIGHT], []
+        return obs
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool]:
+        obs, success = super().step(action)
+        self.trace.append((self.info["obj_to_target"], obs["state"][OBJECT_HEIGHT]))
+        return obs, success
+
+
+class TracedSuite(MetaWorldSuite):
+    """The suite's tasks as TracedEnvs, each kept in `envs` in the order made."""
+
+    envs: list[TracedEnv]
+
+    def make(self, task: str) -> TracedEnv:
+        env = TracedEnv(task, self.image_size, self.camera, self.max_steps)
+        self.envs = [*getattr(self, "envs", []), env]
+        return env
+
+
+def demo_goal_ranges(dataset_path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{task: (lowest, highest) goal over its demonstrations}."""
+    from lbm.train.data.replay_buffer import ReplayBuffer
+
+    buffer = ReplayBuffer.open(dataset_path)
+    goals: dict[str, list[np.ndarray]] = {}
+    state = buffer["state"]
+    for k, task in enumerate(buffer.episode_tasks):
+        goals.setdefault(task, []).append(state[buffer.episode_slice(k).start][GOAL])
+    return {task: (np.min(g, axis=0), np.max(g, axis=0)) for task, g in goals.items()}
+
+
+def report(checkpoint: str, tasks: list[str], episodes: int, close: float) -> None:
+    from lbm.envs.actors import PolicyActor
+    from lbm.envs.rollout import run_episodes
+    from lbm.train.trained_policy import load_policy
+
+    policy, cfg = load_policy(checkpoint)
+    runner = cfg.task.env_runner
+    ranges = demo_goal_ranges(cfg.task.dataset_path)
+    seed = int(runner.test_start_seed)
+    print(checkpoint)
+    print(
+        f"{'task':<16}{'success':>9}{'failed':>8}{'ends close':>12}{'elsewhere':>11}{'closest':>9}"
+        f"{'last':>7}{'goal outside demos (failed/ok)':>32}{'never lifted':>14}"
+    )
+    for task in tasks:
+        suite = TracedSuite([task], max_steps=int(runner.env.max_steps))
+        evaluation = run_episodes(
+            suite, PolicyActor(policy, seed=seed), episodes=episodes, tasks=[task], start_seed=seed
+        )
+        radius = SUCCESS_RADIUS[task]
+        low, high = ranges[task]
+        failed = [env for env, e in zip(suite.envs, evaluation.episodes, strict=True) if not e.success]
+        succeeded = [env for env, e in zip(suite.envs, evaluation.episodes, strict=True) if e.success]
+        last = [env.trace[-1][0] for env in failed]
+        outside = [bool(np.any(env.goal < low) or np.any(env.goal > high)) for env in (*failed, *succeeded)]
+        never_lifted = sum(max(h for _, h in env.trace) < env.first_height + LIFTED for env in failed)
+        median = (lambda xs: f"{statistics.median(xs):.3f}") if failed else (lambda xs: "-")
+        print(
+            f"{task:<16}{len(succeeded):>5}/{episodes:<3}{len(failed):>8}"
+            f"{sum(d <= radius + close for d in last):>12}{sum(d > radius + close for d in last):>11}"
+            f"{median([min(d for d, _ in env.trace) for env in failed]):>9}{median(last):>7}"
+            f"{sum(outside[: len(failed)]):>26}/{sum(outside[len(failed) :])}"
+            f"{never_lifted if task == 'pick-place-v3' else '':>14}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, nargs="+")
+    parser.add_argument("--tasks", nargs="+", default=["reach-v3", "pick-place-v3"], choices=SUCCESS_RADIUS)
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per task")
+    parser.add_argument(
+        "--close", type=float, default=0.05, help="metres beyond the radius that count as close"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    for checkpoint in args.checkpoint:
+        report(checkpoint, args.tasks, args.episodes, args.close)
+
+
+if __name__ == "__main__":
+    main()
