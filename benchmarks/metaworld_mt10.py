@@ -10,7 +10,7 @@ scripted experts on the same episodes. A step whose output is already there is n
 --threads threads (OMP_NUM_THREADS).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/metaworld_mt10.py --output-dir /tmp/mt10 \
-        --episodes-per-task 10 --episodes 100
+        --episodes-per-task 30 --episodes 100
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
     )
     parser.add_argument("--output-dir", required=True, type=Path)
     parser.add_argument("--tasks", nargs="+", default=["mt10"], help="mt10 or task names")
-    parser.add_argument("--episodes-per-task", type=int, default=10, help="demonstrations per task")
+    parser.add_argument("--episodes-per-task", type=int, default=30, help="demonstrations per task")
     parser.add_argument(
         "--steps-after-success", type=int, help="expert steps recorded after success (lbm data's default)"
     )
