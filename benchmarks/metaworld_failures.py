@@ -1,7 +1,8 @@
 """Where a Meta-World policy's failed episodes end: close to the goal but not within its success radius, or
 somewhere else; with the goal inside or outside the range of the demonstrations' goals, whether the gripper
 closed (reach's expert never closes it: a reach episode that does acts out another task), and in
-pick-place whether the object was ever lifted.
+pick-place how far beside the object (horizontally) the hand was when the gripper first closed, and whether
+the object was ever lifted.
 
 Rolls out each checkpoint's EMA policy with `lbm eval`'s rollouts for --episodes episodes of each of --tasks
 (seeds from the config's test_start_seed) and follows Meta-World's own distance at every step
@@ -26,26 +27,34 @@ from lbm.envs.meta_world import MetaWorldEnv, MetaWorldSuite
 
 # Meta-World's success radius of info["obj_to_target"] per task (the tasks' evaluate_state).
 SUCCESS_RADIUS = {"reach-v3": 0.05, "push-v3": 0.05, "pick-place-v3": 0.07}
-GOAL = slice(36, 39)
+GOAL, HAND_XY, OBJECT_XY = slice(36, 39), slice(0, 2), slice(4, 6)
 GRIPPER_OPENING, OBJECT_HEIGHT = 3, 6
+# Columns of a TracedEnv's trace.
+DISTANCE, HEIGHT, OPENING, BESIDE = range(4)
 CLOSED = 0.5  # gripper opening (1: open) below which the gripper is closed
 LIFTED = 0.02  # metres above the object's first height
 
 
 class TracedEnv(MetaWorldEnv):
-    """A Meta-World task that keeps its goal, the object's first height, and per step the distance to the
-    goal, the object's height and the gripper's opening."""
+    """A Meta-World task that keeps its goal, the object's first height, and per step (`trace`: steps x
+    columns) the distance to the goal, the object's height, the gripper's opening and the hand's horizontal
+    distance from the object."""
 
     def reset(self, seed: int) -> dict[str, np.ndarray]:
         obs = super().reset(seed)
-        self.goal, self.first_height, self.trace = obs["state"][GOAL].copy(), obs["state"][OBJECT_HEIGHT], []
+        self.goal, self.first_height, self.steps = obs["state"][GOAL].copy(), obs["state"][OBJECT_HEIGHT], []
         return obs
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool]:
         obs, success = super().step(action)
         state = obs["state"]
-        self.trace.append((self.info["obj_to_target"], state[OBJECT_HEIGHT], state[GRIPPER_OPENING]))
+        beside = np.linalg.norm(state[HAND_XY] - state[OBJECT_XY])
+        self.steps.append((self.info["obj_to_target"], state[OBJECT_HEIGHT], state[GRIPPER_OPENING], beside))
         return obs, success
+
+    @property
+    def trace(self) -> np.ndarray:
+        return np.array(self.steps)
 
 
 class TracedSuite(MetaWorldSuite):
@@ -83,7 +92,8 @@ def report(checkpoint: str, tasks: list[str], episodes: int, close: float) -> No
     print(checkpoint)
     print(
         f"{'task':<16}{'success':>9}{'failed':>8}{'ends close':>12}{'elsewhere':>11}{'closest':>9}"
-        f"{'last':>7}{'goal outside demos (failed/ok)':>32}{'gripper closed':>16}{'never lifted':>14}"
+        f"{'last':>7}{'goal outside demos (failed/ok)':>32}{'gripper closed':>16}{'closed beside':>15}"
+        f"{'never lifted':>14}"
     )
     for task in tasks:
         suite = TracedSuite([task], max_steps=int(runner.env.max_steps))
@@ -94,17 +104,23 @@ def report(checkpoint: str, tasks: list[str], episodes: int, close: float) -> No
         low, high = ranges[task]
         failed = [env for env, e in zip(suite.envs, evaluation.episodes, strict=True) if not e.success]
         succeeded = [env for env, e in zip(suite.envs, evaluation.episodes, strict=True) if e.success]
-        last = [env.trace[-1][0] for env in failed]
+        traces = [env.trace for env in failed]
+        last = [trace[-1, DISTANCE] for trace in traces]
         outside = [bool(np.any(env.goal < low) or np.any(env.goal > high)) for env in (*failed, *succeeded)]
-        never_lifted = sum(max(h for _, h, _ in env.trace) < env.first_height + LIFTED for env in failed)
-        closed = sum(min(g for _, _, g in env.trace) < CLOSED for env in failed)
-        median = (lambda xs: f"{statistics.median(xs):.3f}") if failed else (lambda xs: "-")
+        closes = [trace[trace[:, OPENING] < CLOSED] for trace in traces]
+        beside = [steps[0, BESIDE] for steps in closes if len(steps)]
+        lifted = [env.trace[:, HEIGHT].max() >= env.first_height + LIFTED for env in failed]
+
+        def median(values: list[float]) -> str:
+            return f"{statistics.median(values):.3f}" if values else "-"
+
+        carries = task == "pick-place-v3"
         print(
             f"{task:<16}{len(succeeded):>5}/{episodes:<3}{len(failed):>8}"
             f"{sum(d <= radius + close for d in last):>12}{sum(d > radius + close for d in last):>11}"
-            f"{median([min(d for d, _, _ in env.trace) for env in failed]):>9}{median(last):>7}"
-            f"{sum(outside[: len(failed)]):>26}/{sum(outside[len(failed) :])}{closed:>16}"
-            f"{never_lifted if task == 'pick-place-v3' else '':>14}"
+            f"{median([trace[:, DISTANCE].min() for trace in traces]):>9}{median(last):>7}"
+            f"{sum(outside[: len(failed)]):>26}/{sum(outside[len(failed) :])}{len(beside):>16}"
+            f"{median(beside) if carries else '':>15}{lifted.count(False) if carries else '':>14}"
         )
 
 
