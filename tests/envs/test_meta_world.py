@@ -35,6 +35,21 @@ def test_the_scripted_expert_succeeds_where_holding_still_does_not():
     assert all(r.steps == 150 for r in still.episodes)
 
 
+def test_the_last_steps_info_is_meta_worlds_distance_to_the_goal_and_success():
+    env = MetaWorldSuite(["reach-v3"]).make("reach-v3")
+    env.reset(0)
+    distances, success = [], False
+    while not success:
+        obs, success = env.step(env.expert_action())
+        distances.append(env.info["obj_to_target"])
+        # Reach measures from the centre of the fingers to the goal that the state shows.
+        fingers = env._env.tcp_center
+        np.testing.assert_allclose(distances[-1], np.linalg.norm(fingers - obs["state"][36:39]), atol=1e-5)
+        assert env.info["success"] == success
+    assert distances[-1] <= 0.05 < distances[-2]
+    env.close()
+
+
 def test_images_come_from_the_camera_right_side_up_and_follow_the_arm():
     env = MetaWorldSuite(["reach-v3"], image_size=32).make("reach-v3")
     first = env.reset(0)
