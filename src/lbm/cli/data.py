@@ -12,7 +12,7 @@ from lbm.errors import LbmError
 
 
 def build_parser() -> ArgumentParser:
-    from lbm.train.data.metaworld_demos import STEPS_AFTER_SUCCESS
+    from lbm.train.data.metaworld_demos import EPISODES_PER_TASK, STEPS_AFTER_SUCCESS
 
     parser = ArgumentParser(prog="lbm data", description="Make or inspect replay buffer datasets.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{synth,metaworld,info}")
@@ -42,7 +42,12 @@ def build_parser() -> ArgumentParser:
     metaworld.add_argument(
         "--tasks", nargs="+", default=["mt10"], help="mt10 (default) or task names such as reach-v3 push-v3"
     )
-    metaworld.add_argument("--episodes-per-task", type=int, default=10, help="episodes per task (default 10)")
+    metaworld.add_argument(
+        "--episodes-per-task",
+        type=int,
+        default=EPISODES_PER_TASK,
+        help=f"episodes per task (default {EPISODES_PER_TASK})",
+    )
     metaworld.add_argument(
         "--steps-after-success",
         type=int,

@@ -21,6 +21,8 @@ from lbm.train.data.replay_buffer import ReplayBufferWriter
 
 # A task whose expert fails this many times per demonstration asked for is refused.
 MAX_ATTEMPTS_PER_EPISODE = 3
+# Ten demonstrations per task cover too few configurations for MT10 from the state (BENCHMARKS.md).
+EPISODES_PER_TASK = 30
 STEPS_AFTER_SUCCESS = 16
 
 
@@ -66,7 +68,7 @@ def write_metaworld_dataset(
     url: str,
     *,
     tasks: str | Sequence[str] = "mt10",
-    episodes_per_task: int = 10,
+    episodes_per_task: int = EPISODES_PER_TASK,
     steps_after_success: int = STEPS_AFTER_SUCCESS,
     image_size: int | None = None,
     camera: str = "corner2",
