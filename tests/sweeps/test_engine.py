@@ -1,14 +1,16 @@
 """The engine's run cap and grid under concurrency: several processes asking one study at once (SQLite
-and PostgreSQL) get exactly the cap's number of runs, and no grid point twice."""
+and PostgreSQL) get exactly the cap's number of runs, and no grid point twice; bayes asks the GP, then TPE
+from the stated study size."""
 
 from __future__ import annotations
 
 import multiprocessing
 
+import numpy as np
 import optuna
 import pytest
 
-from lbm.sweeps.engine import SweepStudy, run_cap
+from lbm.sweeps.engine import BAYES_GP_TRIALS, SweepStudy, bayes_sampler, gp_sampler, run_cap, tpe_sampler
 from lbm.sweeps.sweep_file import parse_sweep
 
 GRID = {
@@ -97,3 +99,41 @@ def test_of_controllers_taking_over_a_dead_ones_run_at_once_exactly_one_does(sto
     assert winner != "gone-host:1"
     assert study.take_over(run.number, "gone-host:1") is False  # taken over from that one already
     assert study.take_over(run.number, winner) is True  # the winner died in turn: a new one may take it
+
+
+def proposal_after(history: list, number: int, make_sampler) -> dict:  # noqa: ANN001 - a sampler factory
+    """Run `number`'s parameters from a bayes study of `make_sampler` holding the first `number` runs."""
+    study = SweepStudy.open(
+        parse_sweep(BAYES, "t"), optuna.storages.InMemoryStorage(), "t", None, 3, make_sampler
+    )
+    study.study.add_trials(history[:number])
+    return study.next_run().parameters
+
+
+def finished_runs(low: float, high: float, best: float) -> list:
+    """BAYES_GP_TRIALS + 1 finished runs of x uniform in [low, high], their value (x - best) ** 2."""
+    x = optuna.distributions.FloatDistribution(-1.0, 1.0)
+    points = np.random.default_rng(0).uniform(low, high, BAYES_GP_TRIALS + 1)
+    return [
+        optuna.trial.create_trial(params={"x": v}, distributions={"x": x}, value=(v - best) ** 2)
+        for v in points
+    ]
+
+
+def test_bayes_asks_the_gp_below_its_switch_and_tpe_from_there():
+    history = finished_runs(-1.0, 0.0, 0.5)  # the best lies where no run was: the GP proposes a new point
+    for number, chosen, other in [
+        (BAYES_GP_TRIALS - 1, gp_sampler, tpe_sampler),
+        (BAYES_GP_TRIALS, tpe_sampler, gp_sampler),
+    ]:
+        bayes = proposal_after(history, number, bayes_sampler)
+        assert bayes == proposal_after(history, number, chosen)
+        assert bayes != proposal_after(history, number, other)
+
+
+def test_bayes_asks_tpe_in_place_of_a_point_the_gp_proposes_again():
+    history = finished_runs(-1.0, 1.0, 0.0)  # the GP's best expected improvement is at the best run's point
+    number = BAYES_GP_TRIALS - 1
+    again = proposal_after(history, number, gp_sampler)
+    assert again in [t.params for t in history[:number]]
+    assert proposal_after(history, number, bayes_sampler) == proposal_after(history, number, tpe_sampler)

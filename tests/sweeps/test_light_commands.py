@@ -1,4 +1,5 @@
-"""`lbm sweep status` and `lbm sweep stop` only look at and stop jobs: they import no torch."""
+"""`lbm sweep status` and `lbm sweep stop` only look at and stop jobs, `validate` and `preview` only read a
+sweep file: they import no torch."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ import json, sys
 from lbm.cli.main import main
 codes = [main(["sweep", "status", "light"]), main(["sweep", "status", "light", "--json"]),
          main(["sweep", "stop", "light"])]
+print(json.dumps({"codes": codes, "torch": "torch" in sys.modules}))
+"""
+READ_ONLY = """
+import json, sys
+from lbm.cli.main import main
+codes = [main(["sweep", "validate", "example_sweep_combined.yaml"]),
+         main(["sweep", "preview", "example_sweep_combined.yaml", "--runs", "20", "--json"])]
 print(json.dumps({"codes": codes, "torch": "torch" in sys.modules}))
 """
 SWEEP = {
@@ -41,3 +49,13 @@ def test_status_and_stop_import_no_torch(tmp_path, monkeypatch):
     report = json.loads(done.stdout.splitlines()[-1])
     assert report == {"codes": [0, 0, 0], "torch": False}
     assert "sweep light: running, grid, 1 of 2 runs" in done.stdout and "sweep light stopped" in done.stdout
+
+
+def test_validate_and_preview_of_a_bayes_sweep_import_no_torch(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", READ_ONLY], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"codes": [0, 0], "torch": False}
+    assert "valid bayes sweep" in done.stdout

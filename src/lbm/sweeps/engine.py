@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,13 +41,27 @@ OPEN_TRIES = 5
 # The table of the sweep's database that records which controller took over which run (Takeovers).
 TAKEOVERS_TABLE = "lbm_sweep_takeovers"
 # Trials a bayes sampler draws at random before its model takes over.
-BAYES_STARTUP_TRIALS = 8
+BAYES_STARTUP_TRIALS = 3
+# The trial number from which bayes asks TPE instead of the Gaussian process, whose fit grows with the cube
+# of the study's size.
+BAYES_GP_TRIALS = 200
 
 
 def bayes_sampler(seed: int) -> BaseSampler:
-    """The model-based sampler of method bayes: multivariate TPE after a few random runs, with its prior
-    weighted double (chosen on benchmarks/sweep_sample_efficiency.py); runs still going count as lies, so
-    parallel agents spread out."""
+    """The model-based sampler of method bayes: a Gaussian process (Optuna's GPSampler) after a few random
+    runs, and multivariate TPE once the study holds BAYES_GP_TRIALS runs (chosen on
+    benchmarks/sweep_sample_efficiency.py, other seeds than its own). Runs still going are conditioned on
+    (the GP's batch expected improvement, TPE's constant liar), so parallel agents spread out."""
+    return GPThenTPESampler(seed, BAYES_GP_TRIALS)
+
+
+def gp_sampler(seed: int) -> BaseSampler:
+    """Optuna's Gaussian-process sampler after BAYES_STARTUP_TRIALS random runs."""
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=BAYES_STARTUP_TRIALS)
+
+
+def tpe_sampler(seed: int) -> BaseSampler:
+    """Multivariate TPE with its prior weighted double; runs still going count as lies."""
     return optuna.samplers.TPESampler(
         seed=seed,
         n_startup_trials=BAYES_STARTUP_TRIALS,
@@ -54,6 +69,69 @@ def bayes_sampler(seed: int) -> BaseSampler:
         prior_weight=2.0,
         constant_liar=True,
     )
+
+
+class GPThenTPESampler(BaseSampler):
+    """The GP for trials numbered below `gp_trials` (its torch on one thread), TPE from there and in place of
+    a GP proposal that some run already has (a point run before can still have the best expected
+    improvement); each sampler made when first asked."""
+
+    def __init__(self, seed: int, gp_trials: int):
+        self._seed, self._gp_trials = seed, gp_trials
+        self._made: dict[Callable[[int], BaseSampler], BaseSampler] = {}
+
+    def _sampler(self, make: Callable[[int], BaseSampler]) -> BaseSampler:
+        if make not in self._made:
+            self._made[make] = make(self._seed)
+        return self._made[make]
+
+    def sampler_for(self, trial: FrozenTrial) -> BaseSampler:
+        return self._sampler(gp_sampler if trial.number < self._gp_trials else tpe_sampler)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.sampler_for(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self.sampler_for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        sampler = self.sampler_for(trial)
+        if not isinstance(sampler, optuna.samplers.GPSampler) or not self._gp_models(study):
+            return sampler.sample_relative(study, trial, search_space)  # no torch: TPE, or random start-up
+        with one_torch_thread():
+            proposal = sampler.sample_relative(study, trial, search_space)
+        if any(t.params == proposal for t in study.get_trials(deepcopy=False) if t.number != trial.number):
+            return self._sampler(tpe_sampler).sample_relative(study, trial, search_space)
+        return proposal
+
+    @staticmethod
+    def _gp_models(study: optuna.Study) -> bool:
+        """Whether the GP has its start-up runs and fits its model (with torch)."""
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= BAYES_STARTUP_TRIALS
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.sampler_for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001 - Optuna's signature
+        self.sampler_for(trial).after_trial(study, trial, state, values)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread meanwhile: the GP's many small operations are several times slower when its
+    thread pool contends for the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class TrialSeededSampler(BaseSampler):
