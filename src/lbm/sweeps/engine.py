@@ -311,9 +311,10 @@ class SweepStudy:
     def take_over(self, number: int, previous: str | None) -> bool:
         """Whether this controller takes run `number` over from its controller `previous` (None: none was
         named), which is gone: of several controllers that try at once, exactly one does."""
-        if not self._takeovers.claim(self.trial(number)._trial_id, previous or "", controller_id()):
+        trial_id = self.trial(number)._trial_id
+        if not self._takeovers.claim(trial_id, previous or "", controller_id()):
             return False
-        self.set_attr(number, CONTROLLER, controller_id())
+        self.storage.set_trial_user_attr(trial_id, CONTROLLER, controller_id())
         return True
 
     def parameters(self, number: int) -> Run:

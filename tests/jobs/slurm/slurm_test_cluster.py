@@ -149,6 +149,10 @@ class SlurmCluster:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
         self._kill_leftover_steps()
+        self._remove_network()
+
+    def _remove_network(self) -> None:
+        """Delete the namespaces and the bridge made so far."""
         for node in self.namespaced:
             subprocess.run(["ip", "netns", "delete", node.namespace], capture_output=True)
         self.namespaced = []
@@ -263,12 +267,7 @@ class SlurmCluster:
             self.controller_address = f"{subnet}.1"
         except RuntimeError as error:
             self.multi_node_problem = f"no network namespaces for a 2-node cluster here: {error}"
-            for node in self.namespaced:
-                subprocess.run(["ip", "netns", "delete", node.namespace], capture_output=True)
-            self.namespaced = []
-            if self.bridge:
-                subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
-                self.bridge = None
+            self._remove_network()
 
     @staticmethod
     def _ip(*argv: str) -> None:
